@@ -1,0 +1,1 @@
+//! PostgreSQL and Redis behind emu: docker | native | external. (Being built.)

@@ -1,0 +1,30 @@
+//! emu: Cloud Run on a laptop.
+//!
+//! Rooms, each with one job (see `shared/docs/design.md`): `spec` turns config into validated
+//! services, `model` holds the pure autoscaler, `frontdoor` is the proxy, `instances` starts and
+//! stops instance processes, `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`,
+//! `demo` is the built-in demo service.
+
+pub mod backends;
+pub mod demo;
+pub mod model;
+pub mod proc;
+
+/// Resolves on Ctrl-C or SIGTERM: the one shutdown signal every long-running part waits on.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -28,3 +28,4 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+pub mod spec;

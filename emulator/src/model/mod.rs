@@ -1,1 +1,4 @@
-//! Pure models: the autoscaler and its windows. No I/O, no clock reads. (Being built.)
+//! Pure models: the autoscaler and its windows, cold-start delays. No I/O, no clock reads: every
+//! function takes `now` and returns a decision, so tests replay traces without sleeping.
+
+pub mod coldstart;

@@ -1,0 +1,220 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn toml(src: &str) -> Result<Config, SpecError> {
+    parse_toml(src, Path::new("emu.toml"))
+}
+
+fn yaml(src: &str) -> Result<Config, SpecError> {
+    parse_yaml(src, Path::new("service.yaml"), &["./app".to_string()])
+}
+
+#[test]
+fn toml_defaults_are_cloud_runs() {
+    let cfg = toml("[[service]]\nname = \"api\"\ncommand = [\"./api\"]\n").unwrap();
+    let s = &cfg.services[0];
+    assert_eq!(s.concurrency, 80);
+    assert_eq!(s.min_instances, 0);
+    assert_eq!(s.max_instances, 100);
+    assert_eq!(s.timeout, Duration::from_secs(300));
+    assert_eq!(s.startup_probe, Probe::default_startup());
+    assert_eq!(s.revision, "api-00001-emu");
+    assert_eq!(cfg.frontdoor.port, 8080);
+}
+
+#[test]
+fn toml_reads_everything() {
+    let cfg = toml(
+        r#"
+[emu]
+port = 9000
+
+[[service]]
+name = "api"
+command = "python3 app.py"
+concurrency = 2
+min_instances = 1
+max_instances = 3
+timeout = "30s"
+queue_timeout = 5
+cold_start = { p50 = "500ms", p99 = "2s" }
+env = { GREETING = "hi" }
+port = 9001
+
+[service.startup_probe]
+http_path = "/ready"
+period = "1s"
+failure_threshold = 30
+
+[service.autoscaling]
+profile = "knative"
+window = "6s"
+initial_scale = 0
+
+[[service]]
+name = "up"
+upstream = "http://127.0.0.1:3000"
+cold_start = "2s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.frontdoor.port, 9000);
+    let s = &cfg.services[0];
+    assert_eq!(s.concurrency, 2);
+    assert_eq!(s.min_instances, 1);
+    assert_eq!(s.max_instances, 3);
+    assert_eq!(s.timeout, Duration::from_secs(30));
+    assert_eq!(s.queue_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(s.port, Some(9001));
+    assert_eq!(s.env, vec![("GREETING".to_string(), "hi".to_string())]);
+    assert_eq!(
+        s.runner,
+        RunnerSpec::Process { command: vec!["/bin/sh".into(), "-c".into(), "exec python3 app.py".into()] }
+    );
+    assert_eq!(
+        s.cold_start,
+        ColdStartDelay::LogNormal { p50: Duration::from_millis(500), p99: Duration::from_secs(2) }
+    );
+    assert_eq!(s.startup_probe.action, ProbeAction::Http { path: "/ready".into() });
+    assert_eq!(s.startup_probe.failure_threshold, 30);
+    assert_eq!(s.autoscaling_profile, "knative");
+    assert_eq!(s.autoscaling.get("autoscaling.knative.dev/window").map(String::as_str), Some("6s"));
+    assert_eq!(s.autoscaling.get("autoscaling.knative.dev/initial-scale").map(String::as_str), Some("0"));
+    let u = &cfg.services[1];
+    assert!(matches!(&u.runner, RunnerSpec::Upstream { url } if url.port_u16() == Some(3000)));
+    assert_eq!(u.cold_start, ColdStartDelay::Fixed(Duration::from_secs(2)));
+}
+
+#[test]
+fn toml_errors_name_the_line() {
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nconcurency = 3\n").unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.to_string().starts_with("emu.toml:4: "), "{e}");
+    assert!(e.message.contains("concurency"), "{e}");
+
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\n\n[service.env]\nA = \"1\"\nPORT = \"9\"\n").unwrap_err();
+    assert_eq!(e.line, Some(7), "{e}");
+    assert!(e.message.contains("The following reserved env names were provided: PORT"), "{e}");
+
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nconcurrency = 1001\n").unwrap_err();
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("1 to 1000"), "{e}");
+
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\ntimeout = \"2h\"\n").unwrap_err();
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("3600"), "{e}");
+
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nmin_instances = 5\nmax_instances = 2\n").unwrap_err();
+    assert_eq!(e.line, Some(4));
+
+    let e = toml("[[service]]\nname = \"Bad_Name\"\ncommand = [\"x\"]\n").unwrap_err();
+    assert_eq!(e.line, Some(2));
+
+    let e = toml("[[service]]\nname = \"api\"\n").unwrap_err();
+    assert!(e.message.contains("nothing to run"), "{e}");
+
+    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\n[service.startup_probe]\nperiod = \"100s\"\nfailure_threshold = 3\n").unwrap_err();
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("240"), "{e}");
+
+    let e = toml("[[service]]\nname = \"a\"\ncommand = [\"x\"]\n[[service]]\nname = \"a\"\ncommand = [\"y\"]\n").unwrap_err();
+    assert!(e.message.contains("unique"), "{e}");
+
+    let e = toml("[[service]\nname = 1").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}
+
+const EXPORT: &str = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  annotations:
+    run.googleapis.com/ingress: all
+  labels:
+    cloud.googleapis.com/location: us-central1
+  name: api
+  namespace: '123456789'
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/maxScale: '100'
+        autoscaling.knative.dev/minScale: '1'
+        run.googleapis.com/execution-environment: gen2
+        run.googleapis.com/startup-cpu-boost: 'true'
+      labels:
+        run.googleapis.com/startupProbeType: Default
+    spec:
+      containerConcurrency: 80
+      serviceAccountName: 123-compute@developer.gserviceaccount.com
+      timeoutSeconds: 300
+      containers:
+      - image: us-docker.pkg.dev/cloudrun/container/hello
+        ports:
+        - containerPort: 8080
+          name: http1
+        env:
+        - name: MODE
+          value: prod
+        resources:
+          limits:
+            cpu: 1000m
+            memory: 512Mi
+        startupProbe:
+          failureThreshold: 1
+          periodSeconds: 240
+          tcpSocket:
+            port: 8080
+          timeoutSeconds: 240
+  traffic:
+  - latestRevision: true
+    percent: 100
+"#;
+
+#[test]
+fn yaml_export_is_taken_unchanged() {
+    let cfg = yaml(EXPORT).unwrap();
+    let s = &cfg.services[0];
+    assert_eq!(s.name, "api");
+    assert_eq!(s.concurrency, 80);
+    assert_eq!(s.min_instances, 1);
+    assert_eq!(s.max_instances, 100);
+    assert_eq!(s.timeout, Duration::from_secs(300));
+    assert_eq!(s.container_port, 8080);
+    assert_eq!(s.env, vec![("MODE".to_string(), "prod".to_string())]);
+    assert_eq!(s.runner, RunnerSpec::Process { command: vec!["./app".into()] });
+    assert_eq!(s.startup_probe.action, ProbeAction::Tcp);
+    assert_eq!(s.startup_probe.period, Duration::from_secs(240));
+    // Listed once, all together; state-only fields are not.
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    let w = &cfg.warnings[0];
+    for f in ["execution-environment", "startup-cpu-boost", "serviceAccountName", "containers[].resources"] {
+        assert!(w.contains(f), "{f} missing from {w}");
+    }
+    assert!(!w.contains("namespace"), "{w}");
+}
+
+#[test]
+fn yaml_errors_name_the_line() {
+    let bad = EXPORT.replace("        - name: MODE\n          value: prod\n", "        - name: MODE\n          value: prod\n        - name: K_SERVICE\n          value: x\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(e.message.contains("The following reserved env names were provided: K_SERVICE"), "{e}");
+    let line = bad.lines().position(|l| l.contains("name: K_SERVICE")).unwrap() + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+
+    let bad = EXPORT.replace("containerConcurrency: 80", "containerConcurrency: 5000");
+    let e = yaml(&bad).unwrap_err();
+    let line = bad.lines().position(|l| l.contains("containerConcurrency")).unwrap() + 1;
+    assert_eq!(e.line, Some(line), "{e}");
+
+    let bad = EXPORT.replace("timeoutSeconds: 300", "timeoutSeconds: 4000");
+    let e = yaml(&bad).unwrap_err();
+    assert!(e.message.contains("3600"), "{e}");
+
+    let e = yaml("kind: Service\n  bad: [\n").unwrap_err();
+    assert!(e.line.is_some(), "{e}");
+
+    let e = yaml(&EXPORT.replace("kind: Service", "kind: Job")).unwrap_err();
+    assert!(e.message.contains("not a service"), "{e}");
+}

@@ -1,0 +1,298 @@
+//! `emu.toml`: one or more `[[service]]`, plus `[emu]`, `[postgres]` and `[redis]`.
+//! Unknown keys are errors: a typo must not silently change behaviour.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::duration::DurationField;
+use super::locate::{line_of_offset, toml_key_line};
+use super::{
+    check_config, validate_service, ColdStartDelay, Config, FrontdoorSettings, Probe, ProbeAction,
+    RawService, SpecError,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    emu: Option<EmuSection>,
+    #[serde(default)]
+    service: Vec<ServiceToml>,
+    postgres: Option<toml::Value>,
+    redis: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmuSection {
+    port: Option<u16>,
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceToml {
+    name: String,
+    revision: Option<String>,
+    command: Option<Command>,
+    upstream: Option<String>,
+    image: Option<String>,
+    concurrency: Option<i64>,
+    min_instances: Option<i64>,
+    max_instances: Option<i64>,
+    timeout: Option<DurationField>,
+    container_port: Option<i64>,
+    port: Option<i64>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    startup_probe: Option<ProbeToml>,
+    liveness_probe: Option<ProbeToml>,
+    cold_start: Option<ColdStartToml>,
+    queue_timeout: Option<DurationField>,
+    shutdown_grace: Option<DurationField>,
+    autoscaling: Option<AutoscalingToml>,
+    database: Option<String>,
+    database_env: Option<String>,
+    redis_env: Option<String>,
+    workdir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeToml {
+    http_path: Option<String>,
+    tcp: Option<bool>,
+    initial_delay: Option<DurationField>,
+    period: Option<DurationField>,
+    timeout: Option<DurationField>,
+    failure_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ColdStartToml {
+    Fixed(DurationField),
+    Dist { p50: DurationField, p99: DurationField },
+}
+
+/// Autoscaler settings; each maps to the Knative annotation of the same meaning.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoscalingToml {
+    profile: Option<String>,
+    window: Option<DurationField>,
+    target: Option<f64>,
+    target_utilization_percentage: Option<f64>,
+    panic_window_percentage: Option<f64>,
+    panic_threshold_percentage: Option<f64>,
+    max_scale_up_rate: Option<f64>,
+    max_scale_down_rate: Option<f64>,
+    scale_to_zero_grace_period: Option<DurationField>,
+    scale_to_zero_pod_retention_period: Option<DurationField>,
+    scale_down_delay: Option<DurationField>,
+    initial_scale: Option<u32>,
+}
+
+/// Reads and validates an `emu.toml`.
+pub fn load_toml(path: &Path) -> Result<Config, SpecError> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        SpecError::new(path, None, format!("cannot read the config: {e}"))
+    })?;
+    parse_toml(&src, path)
+}
+
+/// Validates the text of an `emu.toml` read from `path`.
+pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
+    let file: File = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of_offset(src, s.start));
+        SpecError::new(path, line, e.message().trim().to_string())
+    })?;
+    let project_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let project_dir = std::fs::canonicalize(&project_dir).unwrap_or(project_dir);
+
+    let mut frontdoor = FrontdoorSettings::default();
+    if let Some(emu) = &file.emu {
+        if let Some(p) = emu.port {
+            frontdoor.port = p;
+        }
+        if let Some(h) = &emu.host {
+            frontdoor.host = h.parse().map_err(|_| {
+                let line = src.lines().position(|l| l.trim_start().starts_with("host")).map(|i| i + 1);
+                SpecError::new(path, line, format!("host {h:?} is not an IP address: use 127.0.0.1 or ::1"))
+            })?;
+        }
+    }
+
+    let mut services = Vec::new();
+    for (i, s) in file.service.into_iter().enumerate() {
+        let at = |key: &str| toml_key_line(src, "service", i, key);
+        let dur = |field: &str, d: &Option<DurationField>| -> Result<Option<std::time::Duration>, SpecError> {
+            match d {
+                None => Ok(None),
+                Some(d) => d
+                    .to_duration()
+                    .map(Some)
+                    .map_err(|m| SpecError::new(path, at(field), format!("{field}: {m}"))),
+            }
+        };
+        let raw = RawService {
+            revision: s.revision.clone(),
+            command: s.command.as_ref().map(|c| match c {
+                Command::Argv(v) => v.clone(),
+                Command::Shell(line) => vec!["/bin/sh".into(), "-c".into(), format!("exec {line}")],
+            }),
+            upstream: s.upstream.clone(),
+            image: s.image.clone(),
+            concurrency: s.concurrency,
+            min_instances: s.min_instances,
+            max_instances: s.max_instances,
+            timeout: dur("timeout", &s.timeout)?,
+            container_port: s.container_port,
+            port: s.port,
+            env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            startup_probe: probe(&s.startup_probe, "startup_probe", path, &at, true)?,
+            liveness_probe: probe(&s.liveness_probe, "liveness_probe", path, &at, false)?,
+            cold_start: match &s.cold_start {
+                None => ColdStartDelay::None,
+                Some(ColdStartToml::Fixed(d)) => ColdStartDelay::Fixed(
+                    d.to_duration().map_err(|m| SpecError::new(path, at("cold_start"), format!("cold_start: {m}")))?,
+                ),
+                Some(ColdStartToml::Dist { p50, p99 }) => {
+                    let f = |d: &DurationField| {
+                        d.to_duration().map_err(|m| SpecError::new(path, at("cold_start"), format!("cold_start: {m}")))
+                    };
+                    ColdStartDelay::LogNormal { p50: f(p50)?, p99: f(p99)? }
+                }
+            },
+            queue_timeout: dur("queue_timeout", &s.queue_timeout)?,
+            shutdown_grace: dur("shutdown_grace", &s.shutdown_grace)?,
+            autoscaling_profile: s.autoscaling.as_ref().and_then(|a| a.profile.clone()),
+            autoscaling: match &s.autoscaling {
+                None => BTreeMap::new(),
+                Some(a) => autoscaling_annotations(a, path, &at)?,
+            },
+            database: s.database.clone(),
+            database_env: s.database_env.clone(),
+            redis_env: s.redis_env.clone(),
+            workdir: s.workdir.as_ref().map(|w| project_dir.join(w)),
+            name: s.name,
+        };
+        services.push(validate_service(raw, path, &at, &[])?);
+    }
+
+    let cfg = Config {
+        source: path.to_path_buf(),
+        project_dir,
+        frontdoor,
+        services,
+        postgres: file.postgres,
+        redis: file.redis,
+        warnings: Vec::new(),
+    };
+    check_config(&cfg)?;
+    Ok(cfg)
+}
+
+fn probe(
+    p: &Option<ProbeToml>,
+    field: &str,
+    path: &Path,
+    at: &dyn Fn(&str) -> Option<usize>,
+    startup: bool,
+) -> Result<Option<Probe>, SpecError> {
+    let Some(p) = p else { return Ok(None) };
+    let action = match (&p.http_path, p.tcp) {
+        (Some(_), Some(true)) => {
+            return Err(SpecError::new(
+                path,
+                at(field),
+                format!("{field}: give either http_path or tcp = true, not both"),
+            ))
+        }
+        (Some(path), _) => ProbeAction::Http { path: path.clone() },
+        (None, _) => ProbeAction::Tcp,
+    };
+    let mut probe = if startup {
+        Probe::explicit_startup(action)
+    } else {
+        Probe::explicit_liveness(action)
+    };
+    let d = |x: &Option<DurationField>, name: &str| -> Result<Option<std::time::Duration>, SpecError> {
+        x.as_ref()
+            .map(|d| d.to_duration().map_err(|m| SpecError::new(path, at(field), format!("{field}.{name}: {m}"))))
+            .transpose()
+    };
+    if let Some(v) = d(&p.initial_delay, "initial_delay")? {
+        probe.initial_delay = v;
+    }
+    if let Some(v) = d(&p.period, "period")? {
+        probe.period = v;
+    }
+    if let Some(v) = d(&p.timeout, "timeout")? {
+        probe.timeout = v;
+    }
+    if let Some(v) = p.failure_threshold {
+        probe.failure_threshold = v;
+    }
+    Ok(Some(probe))
+}
+
+fn autoscaling_annotations(
+    a: &AutoscalingToml,
+    path: &Path,
+    at: &dyn Fn(&str) -> Option<usize>,
+) -> Result<BTreeMap<String, String>, SpecError> {
+    let mut m = BTreeMap::new();
+    let k = |s: &str| format!("autoscaling.knative.dev/{s}");
+    let dur = |d: &DurationField, name: &str| -> Result<String, SpecError> {
+        d.to_duration()
+            .map(|d| format!("{}s", d.as_secs_f64()))
+            .map_err(|e| SpecError::new(path, at(name), format!("autoscaling.{name}: {e}")))
+    };
+    if let Some(d) = &a.window {
+        m.insert(k("window"), dur(d, "window")?);
+    }
+    if let Some(v) = a.target {
+        m.insert(k("target"), v.to_string());
+    }
+    if let Some(v) = a.target_utilization_percentage {
+        m.insert(k("target-utilization-percentage"), v.to_string());
+    }
+    if let Some(v) = a.panic_window_percentage {
+        m.insert(k("panic-window-percentage"), v.to_string());
+    }
+    if let Some(v) = a.panic_threshold_percentage {
+        m.insert(k("panic-threshold-percentage"), v.to_string());
+    }
+    if let Some(v) = a.max_scale_up_rate {
+        m.insert("emu.dev/max-scale-up-rate".into(), v.to_string());
+    }
+    if let Some(v) = a.max_scale_down_rate {
+        m.insert("emu.dev/max-scale-down-rate".into(), v.to_string());
+    }
+    if let Some(d) = &a.scale_to_zero_grace_period {
+        m.insert("emu.dev/scale-to-zero-grace-period".into(), dur(d, "scale_to_zero_grace_period")?);
+    }
+    if let Some(d) = &a.scale_to_zero_pod_retention_period {
+        m.insert(k("scale-to-zero-pod-retention-period"), dur(d, "scale_to_zero_pod_retention_period")?);
+    }
+    if let Some(d) = &a.scale_down_delay {
+        m.insert(k("scale-down-delay"), dur(d, "scale_down_delay")?);
+    }
+    if let Some(v) = a.initial_scale {
+        m.insert(k("initial-scale"), v.to_string());
+    }
+    Ok(m)
+}

@@ -1,14 +1,24 @@
 //! emu: Cloud Run on a laptop.
 //!
 //! Rooms, each with one job (see `shared/docs/design.md`): `spec` turns config into validated
-//! services, `model` holds the pure autoscaler, `frontdoor` is the proxy, `instances` starts and
-//! stops instance processes, `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`,
-//! `demo` is the built-in demo service.
+//! services, `model` holds the pure autoscaler, `frontdoor` is the proxy (routing, admission,
+//! forwarding, Cloud Run's errors), `instances` starts and stops instances, `scaler` samples and
+//! decides, `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`, `demo` is the built-in
+//! demo service.
 
+pub mod admin;
 pub mod backends;
+pub mod cli;
 pub mod demo;
+pub mod frontdoor;
+pub mod instances;
 pub mod model;
 pub mod proc;
+pub mod scaler;
+pub mod service;
+pub mod spec;
+pub mod telemetry;
+pub mod up;
 
 /// Resolves on Ctrl-C or SIGTERM: the one shutdown signal every long-running part waits on.
 pub async fn shutdown_signal() {
@@ -28,4 +38,3 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
-pub mod spec;

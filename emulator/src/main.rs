@@ -1,7 +1,5 @@
-fn main() {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = rt.block_on(emulator::demo::run()) {
-        eprintln!("emu: {e:#}");
-        std::process::exit(1);
-    }
+//! `emu`: parses the command line and hands over to the library.
+
+fn main() -> std::process::ExitCode {
+    emulator::cli::main()
 }

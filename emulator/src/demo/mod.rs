@@ -84,7 +84,12 @@ fn cpu_clock() -> Duration {
 async fn debug_request(headers: HeaderMap) -> Json<Value> {
     let headers: BTreeMap<String, String> = headers
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| {

@@ -63,7 +63,9 @@ mod tests {
             p99: Duration::from_millis(3000),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut xs: Vec<f64> = (0..20_000).map(|_| d.sample(&mut rng).as_secs_f64()).collect();
+        let mut xs: Vec<f64> = (0..20_000)
+            .map(|_| d.sample(&mut rng).as_secs_f64())
+            .collect();
         xs.sort_by(f64::total_cmp);
         let p50 = xs[xs.len() / 2];
         let p99 = xs[xs.len() * 99 / 100];

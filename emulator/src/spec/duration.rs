@@ -17,7 +17,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // humantime has no fractions: "1.5s", "0.25m".
     for (unit, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
         if let Some(num) = t.strip_suffix(unit) {
-            if let Some(d) = num.trim().parse::<f64>().ok().and_then(|n| secs_to_duration(n * scale)) {
+            if let Some(d) = num
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|n| secs_to_duration(n * scale))
+            {
                 return Ok(d);
             }
         }
@@ -28,7 +33,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// A duration field in TOML: a number of seconds or a string.
@@ -44,7 +49,9 @@ impl DurationField {
     pub fn to_duration(&self) -> Result<Duration, String> {
         match self {
             DurationField::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-            DurationField::Int(i) => Err(format!("{i} is negative: a duration must be zero or more")),
+            DurationField::Int(i) => {
+                Err(format!("{i} is negative: a duration must be zero or more"))
+            }
             DurationField::Float(f) => {
                 secs_to_duration(*f).ok_or_else(|| format!("{f} is not a duration in seconds"))
             }
@@ -64,7 +71,9 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
         assert!(parse_duration("-1").is_err());
     }
 }

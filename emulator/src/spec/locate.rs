@@ -5,7 +5,11 @@
 
 /// 1-based line of byte offset `pos` in `src`.
 pub fn line_of_offset(src: &str, pos: usize) -> usize {
-    src[..pos.min(src.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    src[..pos.min(src.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line ranges (0-based, end exclusive) of each `[[service]]` block in a TOML file.
@@ -55,7 +59,10 @@ pub fn toml_key_line(src: &str, header: &str, index: usize, key: &str) -> Option
             return Some(i + 1);
         }
         // Inline tables: `env = { PORT = "1" }`.
-        if let Some(pos) = l.find(&format!("{key} =")).or_else(|| l.find(&format!("{key}="))) {
+        if let Some(pos) = l
+            .find(&format!("{key} ="))
+            .or_else(|| l.find(&format!("{key}=")))
+        {
             let before = l[..pos].chars().last();
             if matches!(before, Some('{') | Some(' ') | Some(',') | Some('"')) && l.contains('{') {
                 return Some(i + 1);
@@ -78,8 +85,7 @@ pub fn yaml_line(src: &str, needles: &[&str]) -> Option<usize> {
             .skip(from)
             .find(|(_, l)| {
                 let t = l.trim_start().trim_start_matches("- ").trim_start();
-                t.starts_with(needle)
-                    || t.replace(['"', '\''], "").starts_with(needle)
+                t.starts_with(needle) || t.replace(['"', '\''], "").starts_with(needle)
             })
             .map(|(i, _)| i);
         match hit {
@@ -109,6 +115,9 @@ mod tests {
     #[test]
     fn follows_yaml_paths() {
         let src = "spec:\n  template:\n    spec:\n      containers:\n      - image: x\n        env:\n        - name: FOO\n          value: a\n        - name: PORT\n          value: '1'\n";
-        assert_eq!(yaml_line(src, &["containers:", "env:", "name: PORT"]), Some(9));
+        assert_eq!(
+            yaml_line(src, &["containers:", "env:", "name: PORT"]),
+            Some(9)
+        );
     }
 }

@@ -269,7 +269,10 @@ pub(crate) fn validate_service(
     }
     for (k, _) in &raw.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(err(k, format!("env name {k:?} is not valid: names may not be empty or contain '='")));
+            return Err(err(
+                k,
+                format!("env name {k:?} is not valid: names may not be empty or contain '='"),
+            ));
         }
     }
 
@@ -286,12 +289,22 @@ pub(crate) fn validate_service(
     let min_instances = match raw.min_instances {
         None => 0,
         Some(m) if (0..=1000).contains(&m) => m as u32,
-        Some(m) => return Err(err("min_instances", format!("min instances = {m} is out of range: use 0 to 1000"))),
+        Some(m) => {
+            return Err(err(
+                "min_instances",
+                format!("min instances = {m} is out of range: use 0 to 1000"),
+            ))
+        }
     };
     let max_instances = match raw.max_instances {
         None => limits::DEFAULT_MAX_INSTANCES.max(min_instances),
         Some(m) if (1..=1000).contains(&m) => m as u32,
-        Some(m) => return Err(err("max_instances", format!("max instances = {m} is out of range: use 1 to 1000"))),
+        Some(m) => {
+            return Err(err(
+                "max_instances",
+                format!("max instances = {m} is out of range: use 1 to 1000"),
+            ))
+        }
     };
     if min_instances > max_instances {
         return Err(err(
@@ -312,12 +325,22 @@ pub(crate) fn validate_service(
     let container_port = match raw.container_port {
         None => limits::DEFAULT_CONTAINER_PORT,
         Some(p) if (1..=65535).contains(&p) => p as u16,
-        Some(p) => return Err(err("container_port", format!("container port {p} is out of range: use 1 to 65535"))),
+        Some(p) => {
+            return Err(err(
+                "container_port",
+                format!("container port {p} is out of range: use 1 to 65535"),
+            ))
+        }
     };
     let port = match raw.port {
         None => None,
         Some(p) if (1..=65535).contains(&p) => Some(p as u16),
-        Some(p) => return Err(err("port", format!("port {p} is out of range: use 1 to 65535"))),
+        Some(p) => {
+            return Err(err(
+                "port",
+                format!("port {p} is out of range: use 1 to 65535"),
+            ))
+        }
     };
 
     let mut given = 0;
@@ -327,11 +350,15 @@ pub(crate) fn validate_service(
         if raw.command.is_some() || !extra_command.is_empty() {
             return Err(err(
                 "upstream",
-                "a service has either `upstream` (an app you run yourself) or a command, not both".into(),
+                "a service has either `upstream` (an app you run yourself) or a command, not both"
+                    .into(),
             ));
         }
         let uri: http::Uri = url.parse().map_err(|_| {
-            err("upstream", format!("upstream {url:?} is not a URL: write it like \"http://127.0.0.1:3000\""))
+            err(
+                "upstream",
+                format!("upstream {url:?} is not a URL: write it like \"http://127.0.0.1:3000\""),
+            )
         })?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(err(
@@ -370,15 +397,23 @@ pub(crate) fn validate_service(
 
     if let ColdStartDelay::LogNormal { p50, p99 } = raw.cold_start {
         if p99 < p50 {
-            return Err(err("cold_start", "cold_start p99 is below its p50: p99 must be at least p50".into()));
+            return Err(err(
+                "cold_start",
+                "cold_start p99 is below its p50: p99 must be at least p50".into(),
+            ));
         }
     }
     if let Some(q) = raw.queue_timeout {
         if q.is_zero() {
-            return Err(err("queue_timeout", "queue_timeout must be above zero".into()));
+            return Err(err(
+                "queue_timeout",
+                "queue_timeout must be above zero".into(),
+            ));
         }
     }
-    let profile = raw.autoscaling_profile.unwrap_or_else(|| "cloud-run".into());
+    let profile = raw
+        .autoscaling_profile
+        .unwrap_or_else(|| "cloud-run".into());
     if profile != "cloud-run" && profile != "knative" {
         return Err(err(
             "profile",
@@ -387,16 +422,29 @@ pub(crate) fn validate_service(
     }
     for env_name in [&raw.database_env, &raw.redis_env].into_iter().flatten() {
         if limits::RESERVED_ENV.contains(&env_name.as_str()) || env_name.is_empty() {
-            return Err(err("database_env", format!("{env_name:?} cannot carry a backend URL: pick another env name")));
+            return Err(err(
+                "database_env",
+                format!("{env_name:?} cannot carry a backend URL: pick another env name"),
+            ));
         }
     }
     if let Some(db) = &raw.database {
-        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || db.len() > 63 {
-            return Err(err("database", format!("database name {db:?} is not valid: use letters, digits and '_' (at most 63)")));
+        if db.is_empty()
+            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || db.len() > 63
+        {
+            return Err(err(
+                "database",
+                format!(
+                    "database name {db:?} is not valid: use letters, digits and '_' (at most 63)"
+                ),
+            ));
         }
     }
 
-    let revision = raw.revision.unwrap_or_else(|| format!("{}-00001-emu", raw.name));
+    let revision = raw
+        .revision
+        .unwrap_or_else(|| format!("{}-00001-emu", raw.name));
     Ok(ServiceSpec {
         name: raw.name,
         revision,
@@ -429,10 +477,16 @@ fn check_probe(
     err: &dyn Fn(&str, String) -> SpecError,
 ) -> Result<(), SpecError> {
     if p.failure_threshold == 0 {
-        return Err(err(field, format!("{field}: failure threshold must be at least 1")));
+        return Err(err(
+            field,
+            format!("{field}: failure threshold must be at least 1"),
+        ));
     }
     if p.period.is_zero() || p.timeout.is_zero() {
-        return Err(err(field, format!("{field}: period and timeout must be above zero")));
+        return Err(err(
+            field,
+            format!("{field}: period and timeout must be above zero"),
+        ));
     }
     if p.timeout > p.period && !p.is_default {
         return Err(err(
@@ -455,7 +509,10 @@ fn check_probe(
     }
     if let ProbeAction::Http { path } = &p.action {
         if !path.starts_with('/') {
-            return Err(err(field, format!("{field}: HTTP path {path:?} must start with '/'")));
+            return Err(err(
+                field,
+                format!("{field}: HTTP path {path:?} must start with '/'"),
+            ));
         }
     }
     Ok(())
@@ -467,7 +524,8 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.len() <= 49
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The built-in demo: `emu demo-app` as service `demo` (concurrency 80, min 0, max 10).
@@ -518,7 +576,10 @@ pub(crate) fn check_config(cfg: &Config) -> Result<(), SpecError> {
             return Err(SpecError::new(
                 &cfg.source,
                 None,
-                format!("two services are named {:?}: service names must be unique", s.name),
+                format!(
+                    "two services are named {:?}: service names must be unique",
+                    s.name
+                ),
             ));
         }
         if let Some(p) = s.port {
@@ -532,7 +593,11 @@ pub(crate) fn check_config(cfg: &Config) -> Result<(), SpecError> {
         }
     }
     if cfg.services.is_empty() {
-        return Err(SpecError::new(&cfg.source, None, "no service defined: add a [[service]] table"));
+        return Err(SpecError::new(
+            &cfg.source,
+            None,
+            "no service defined: add a [[service]] table",
+        ));
     }
     Ok(())
 }

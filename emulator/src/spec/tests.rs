@@ -71,17 +71,37 @@ cold_start = "2s"
     assert_eq!(s.env, vec![("GREETING".to_string(), "hi".to_string())]);
     assert_eq!(
         s.runner,
-        RunnerSpec::Process { command: vec!["/bin/sh".into(), "-c".into(), "exec python3 app.py".into()] }
+        RunnerSpec::Process {
+            command: vec!["/bin/sh".into(), "-c".into(), "exec python3 app.py".into()]
+        }
     );
     assert_eq!(
         s.cold_start,
-        ColdStartDelay::LogNormal { p50: Duration::from_millis(500), p99: Duration::from_secs(2) }
+        ColdStartDelay::LogNormal {
+            p50: Duration::from_millis(500),
+            p99: Duration::from_secs(2)
+        }
     );
-    assert_eq!(s.startup_probe.action, ProbeAction::Http { path: "/ready".into() });
+    assert_eq!(
+        s.startup_probe.action,
+        ProbeAction::Http {
+            path: "/ready".into()
+        }
+    );
     assert_eq!(s.startup_probe.failure_threshold, 30);
     assert_eq!(s.autoscaling_profile, "knative");
-    assert_eq!(s.autoscaling.get("autoscaling.knative.dev/window").map(String::as_str), Some("6s"));
-    assert_eq!(s.autoscaling.get("autoscaling.knative.dev/initial-scale").map(String::as_str), Some("0"));
+    assert_eq!(
+        s.autoscaling
+            .get("autoscaling.knative.dev/window")
+            .map(String::as_str),
+        Some("6s")
+    );
+    assert_eq!(
+        s.autoscaling
+            .get("autoscaling.knative.dev/initial-scale")
+            .map(String::as_str),
+        Some("0")
+    );
     let u = &cfg.services[1];
     assert!(matches!(&u.runner, RunnerSpec::Upstream { url } if url.port_u16() == Some(3000)));
     assert_eq!(u.cold_start, ColdStartDelay::Fixed(Duration::from_secs(2)));
@@ -96,9 +116,14 @@ fn toml_errors_name_the_line() {
 
     let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\n\n[service.env]\nA = \"1\"\nPORT = \"9\"\n").unwrap_err();
     assert_eq!(e.line, Some(7), "{e}");
-    assert!(e.message.contains("The following reserved env names were provided: PORT"), "{e}");
+    assert!(
+        e.message
+            .contains("The following reserved env names were provided: PORT"),
+        "{e}"
+    );
 
-    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nconcurrency = 1001\n").unwrap_err();
+    let e =
+        toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nconcurrency = 1001\n").unwrap_err();
     assert_eq!(e.line, Some(4));
     assert!(e.message.contains("1 to 1000"), "{e}");
 
@@ -106,7 +131,10 @@ fn toml_errors_name_the_line() {
     assert_eq!(e.line, Some(4));
     assert!(e.message.contains("3600"), "{e}");
 
-    let e = toml("[[service]]\nname = \"api\"\ncommand = [\"x\"]\nmin_instances = 5\nmax_instances = 2\n").unwrap_err();
+    let e = toml(
+        "[[service]]\nname = \"api\"\ncommand = [\"x\"]\nmin_instances = 5\nmax_instances = 2\n",
+    )
+    .unwrap_err();
     assert_eq!(e.line, Some(4));
 
     let e = toml("[[service]]\nname = \"Bad_Name\"\ncommand = [\"x\"]\n").unwrap_err();
@@ -183,13 +211,23 @@ fn yaml_export_is_taken_unchanged() {
     assert_eq!(s.timeout, Duration::from_secs(300));
     assert_eq!(s.container_port, 8080);
     assert_eq!(s.env, vec![("MODE".to_string(), "prod".to_string())]);
-    assert_eq!(s.runner, RunnerSpec::Process { command: vec!["./app".into()] });
+    assert_eq!(
+        s.runner,
+        RunnerSpec::Process {
+            command: vec!["./app".into()]
+        }
+    );
     assert_eq!(s.startup_probe.action, ProbeAction::Tcp);
     assert_eq!(s.startup_probe.period, Duration::from_secs(240));
     // Listed once, all together; state-only fields are not.
     assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
     let w = &cfg.warnings[0];
-    for f in ["execution-environment", "startup-cpu-boost", "serviceAccountName", "containers[].resources"] {
+    for f in [
+        "execution-environment",
+        "startup-cpu-boost",
+        "serviceAccountName",
+        "containers[].resources",
+    ] {
         assert!(w.contains(f), "{f} missing from {w}");
     }
     assert!(!w.contains("namespace"), "{w}");
@@ -199,13 +237,25 @@ fn yaml_export_is_taken_unchanged() {
 fn yaml_errors_name_the_line() {
     let bad = EXPORT.replace("        - name: MODE\n          value: prod\n", "        - name: MODE\n          value: prod\n        - name: K_SERVICE\n          value: x\n");
     let e = yaml(&bad).unwrap_err();
-    assert!(e.message.contains("The following reserved env names were provided: K_SERVICE"), "{e}");
-    let line = bad.lines().position(|l| l.contains("name: K_SERVICE")).unwrap() + 1;
+    assert!(
+        e.message
+            .contains("The following reserved env names were provided: K_SERVICE"),
+        "{e}"
+    );
+    let line = bad
+        .lines()
+        .position(|l| l.contains("name: K_SERVICE"))
+        .unwrap()
+        + 1;
     assert_eq!(e.line, Some(line), "{e}");
 
     let bad = EXPORT.replace("containerConcurrency: 80", "containerConcurrency: 5000");
     let e = yaml(&bad).unwrap_err();
-    let line = bad.lines().position(|l| l.contains("containerConcurrency")).unwrap() + 1;
+    let line = bad
+        .lines()
+        .position(|l| l.contains("containerConcurrency"))
+        .unwrap()
+        + 1;
     assert_eq!(e.line, Some(line), "{e}");
 
     let bad = EXPORT.replace("timeoutSeconds: 300", "timeoutSeconds: 4000");

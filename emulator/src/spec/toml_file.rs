@@ -80,7 +80,10 @@ struct ProbeToml {
 #[serde(untagged)]
 enum ColdStartToml {
     Fixed(DurationField),
-    Dist { p50: DurationField, p99: DurationField },
+    Dist {
+        p50: DurationField,
+        p99: DurationField,
+    },
 }
 
 /// Autoscaler settings; each maps to the Knative annotation of the same meaning.
@@ -103,9 +106,8 @@ struct AutoscalingToml {
 
 /// Reads and validates an `emu.toml`.
 pub fn load_toml(path: &Path) -> Result<Config, SpecError> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        SpecError::new(path, None, format!("cannot read the config: {e}"))
-    })?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::new(path, None, format!("cannot read the config: {e}")))?;
     parse_toml(&src, path)
 }
 
@@ -129,8 +131,15 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
         }
         if let Some(h) = &emu.host {
             frontdoor.host = h.parse().map_err(|_| {
-                let line = src.lines().position(|l| l.trim_start().starts_with("host")).map(|i| i + 1);
-                SpecError::new(path, line, format!("host {h:?} is not an IP address: use 127.0.0.1 or ::1"))
+                let line = src
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("host"))
+                    .map(|i| i + 1);
+                SpecError::new(
+                    path,
+                    line,
+                    format!("host {h:?} is not an IP address: use 127.0.0.1 or ::1"),
+                )
             })?;
         }
     }
@@ -138,7 +147,9 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
     let mut services = Vec::new();
     for (i, s) in file.service.into_iter().enumerate() {
         let at = |key: &str| toml_key_line(src, "service", i, key);
-        let dur = |field: &str, d: &Option<DurationField>| -> Result<Option<std::time::Duration>, SpecError> {
+        let dur = |field: &str,
+                   d: &Option<DurationField>|
+         -> Result<Option<std::time::Duration>, SpecError> {
             match d {
                 None => Ok(None),
                 Some(d) => d
@@ -166,14 +177,21 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
             liveness_probe: probe(&s.liveness_probe, "liveness_probe", path, &at, false)?,
             cold_start: match &s.cold_start {
                 None => ColdStartDelay::None,
-                Some(ColdStartToml::Fixed(d)) => ColdStartDelay::Fixed(
-                    d.to_duration().map_err(|m| SpecError::new(path, at("cold_start"), format!("cold_start: {m}")))?,
-                ),
+                Some(ColdStartToml::Fixed(d)) => {
+                    ColdStartDelay::Fixed(d.to_duration().map_err(|m| {
+                        SpecError::new(path, at("cold_start"), format!("cold_start: {m}"))
+                    })?)
+                }
                 Some(ColdStartToml::Dist { p50, p99 }) => {
                     let f = |d: &DurationField| {
-                        d.to_duration().map_err(|m| SpecError::new(path, at("cold_start"), format!("cold_start: {m}")))
+                        d.to_duration().map_err(|m| {
+                            SpecError::new(path, at("cold_start"), format!("cold_start: {m}"))
+                        })
                     };
-                    ColdStartDelay::LogNormal { p50: f(p50)?, p99: f(p99)? }
+                    ColdStartDelay::LogNormal {
+                        p50: f(p50)?,
+                        p99: f(p99)?,
+                    }
                 }
             },
             queue_timeout: dur("queue_timeout", &s.queue_timeout)?,
@@ -229,9 +247,14 @@ fn probe(
     } else {
         Probe::explicit_liveness(action)
     };
-    let d = |x: &Option<DurationField>, name: &str| -> Result<Option<std::time::Duration>, SpecError> {
+    let d = |x: &Option<DurationField>,
+             name: &str|
+     -> Result<Option<std::time::Duration>, SpecError> {
         x.as_ref()
-            .map(|d| d.to_duration().map_err(|m| SpecError::new(path, at(field), format!("{field}.{name}: {m}"))))
+            .map(|d| {
+                d.to_duration()
+                    .map_err(|m| SpecError::new(path, at(field), format!("{field}.{name}: {m}")))
+            })
             .transpose()
     };
     if let Some(v) = d(&p.initial_delay, "initial_delay")? {
@@ -283,10 +306,16 @@ fn autoscaling_annotations(
         m.insert("emu.dev/max-scale-down-rate".into(), v.to_string());
     }
     if let Some(d) = &a.scale_to_zero_grace_period {
-        m.insert("emu.dev/scale-to-zero-grace-period".into(), dur(d, "scale_to_zero_grace_period")?);
+        m.insert(
+            "emu.dev/scale-to-zero-grace-period".into(),
+            dur(d, "scale_to_zero_grace_period")?,
+        );
     }
     if let Some(d) = &a.scale_to_zero_pod_retention_period {
-        m.insert(k("scale-to-zero-pod-retention-period"), dur(d, "scale_to_zero_pod_retention_period")?);
+        m.insert(
+            k("scale-to-zero-pod-retention-period"),
+            dur(d, "scale_to_zero_pod_retention_period")?,
+        );
     }
     if let Some(d) = &a.scale_down_delay {
         m.insert(k("scale-down-delay"), dur(d, "scale_down_delay")?);

@@ -48,13 +48,21 @@ fn annotation_is_modelled(key: &str) -> bool {
 /// Validates the text of a service YAML read from `path`.
 pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, SpecError> {
     let doc: Value = serde_yaml_ng::from_str(src).map_err(|e| {
-        SpecError::new(path, e.location().map(|l| l.line()), format!("not valid YAML: {e}"))
+        SpecError::new(
+            path,
+            e.location().map(|l| l.line()),
+            format!("not valid YAML: {e}"),
+        )
     })?;
     let at = |needles: &[&str]| yaml_line(src, needles);
     let err = |needles: &[&str], msg: String| SpecError::new(path, at(needles), msg);
-    let root = doc
-        .as_mapping()
-        .ok_or_else(|| err(&[], "expected a Cloud Run service (a YAML mapping with apiVersion, kind, metadata, spec)".into()))?;
+    let root = doc.as_mapping().ok_or_else(|| {
+        err(
+            &[],
+            "expected a Cloud Run service (a YAML mapping with apiVersion, kind, metadata, spec)"
+                .into(),
+        )
+    })?;
 
     let api = str_at(root, "apiVersion").unwrap_or_default();
     let kind = str_at(root, "kind").unwrap_or_default();
@@ -94,14 +102,21 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
 
     let metadata = map_at(root, "metadata");
     let name = metadata.and_then(|m| str_at(m, "name")).ok_or_else(|| {
-        err(&["metadata:"], "metadata.name is missing: the service needs a name".into())
+        err(
+            &["metadata:"],
+            "metadata.name is missing: the service needs a name".into(),
+        )
     })?;
     let spec = map_at(root, "spec").ok_or_else(|| err(&["spec:"], "spec is missing".into()))?;
     let template = map_at(spec, "template")
         .ok_or_else(|| err(&["spec:", "template:"], "spec.template is missing".into()))?;
     let tmeta = map_at(template, "metadata");
-    let tspec = map_at(template, "spec")
-        .ok_or_else(|| err(&["template:", "spec:"], "spec.template.spec is missing".into()))?;
+    let tspec = map_at(template, "spec").ok_or_else(|| {
+        err(
+            &["template:", "spec:"],
+            "spec.template.spec is missing".into(),
+        )
+    })?;
 
     let mut raw = RawService {
         name: name.to_string(),
@@ -113,7 +128,9 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     let mut annotations = BTreeMap::new();
     if let Some(ann) = tmeta.and_then(|m| map_at(m, "annotations")) {
         for (k, v) in ann {
-            let (Some(k), Some(v)) = (k.as_str(), scalar(v)) else { continue };
+            let (Some(k), Some(v)) = (k.as_str(), scalar(v)) else {
+                continue;
+            };
             if annotation_is_modelled(k) {
                 annotations.insert(k.to_string(), v);
             } else {
@@ -131,8 +148,14 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         }
         Ok(None)
     };
-    raw.min_instances = ann_int(&["autoscaling.knative.dev/minScale", "autoscaling.knative.dev/min-scale"])?;
-    raw.max_instances = ann_int(&["autoscaling.knative.dev/maxScale", "autoscaling.knative.dev/max-scale"])?;
+    raw.min_instances = ann_int(&[
+        "autoscaling.knative.dev/minScale",
+        "autoscaling.knative.dev/min-scale",
+    ])?;
+    raw.max_instances = ann_int(&[
+        "autoscaling.knative.dev/maxScale",
+        "autoscaling.knative.dev/max-scale",
+    ])?;
     let ann_dur = |k: &str| -> Result<Option<Duration>, SpecError> {
         annotations
             .get(k)
@@ -144,7 +167,12 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         raw.cold_start = parse_cold_start(v).map_err(|m| err(&["emu.dev/cold-start"], m))?;
     }
     if let Some(v) = annotations.get("emu.dev/port") {
-        raw.port = Some(v.parse().map_err(|_| err(&["emu.dev/port"], format!("emu.dev/port: {v:?} is not a port")))?);
+        raw.port = Some(v.parse().map_err(|_| {
+            err(
+                &["emu.dev/port"],
+                format!("emu.dev/port: {v:?} is not a port"),
+            )
+        })?);
     }
     raw.database = annotations.get("emu.dev/database").cloned();
     raw.autoscaling_profile = annotations.get("emu.dev/autoscaling-profile").cloned();
@@ -157,7 +185,8 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     raw.concurrency = int_at(tspec, "containerConcurrency");
     if raw.concurrency == Some(0) {
         // Knative's 0 means "unlimited"; Cloud Run caps at 1000.
-        warnings.push("containerConcurrency 0 (unlimited) is run as 1000, Cloud Run's maximum".into());
+        warnings
+            .push("containerConcurrency 0 (unlimited) is run as 1000, Cloud Run's maximum".into());
         raw.concurrency = Some(1000);
     }
     raw.timeout = int_at(tspec, "timeoutSeconds").map(|s| Duration::from_secs(s.max(0) as u64));
@@ -165,9 +194,17 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     let containers = tspec
         .get("containers")
         .and_then(Value::as_sequence)
-        .ok_or_else(|| err(&["containers:"], "spec.template.spec.containers is missing: a service needs a container".into()))?;
+        .ok_or_else(|| {
+            err(
+                &["containers:"],
+                "spec.template.spec.containers is missing: a service needs a container".into(),
+            )
+        })?;
     if containers.is_empty() {
-        return Err(err(&["containers:"], "spec.template.spec.containers is empty".into()));
+        return Err(err(
+            &["containers:"],
+            "spec.template.spec.containers is empty".into(),
+        ));
     }
     // With sidecars, the ingress container is the one that declares a port.
     let ingress = containers
@@ -210,29 +247,43 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         }
     }
     raw.startup_probe = yaml_probe(c.get("startupProbe"), true, &|m| err(&["startupProbe:"], m))?;
-    raw.liveness_probe = yaml_probe(c.get("livenessProbe"), false, &|m| err(&["livenessProbe:"], m))?;
+    raw.liveness_probe = yaml_probe(c.get("livenessProbe"), false, &|m| {
+        err(&["livenessProbe:"], m)
+    })?;
 
     if let Some(traffic) = spec.get("traffic").and_then(Value::as_sequence) {
-        let simple = traffic.len() == 1
-            && traffic[0].get("percent").and_then(Value::as_i64) == Some(100);
+        let simple =
+            traffic.len() == 1 && traffic[0].get("percent").and_then(Value::as_i64) == Some(100);
         if !simple {
             warnings.push("spec.traffic splits traffic between revisions: emu runs the template revision only".into());
         }
     }
 
-    unmodelled.retain(|p| !SILENT.iter().any(|s| p == s || p.starts_with(&format!("{s}.")) || p.starts_with(&format!("{s}["))));
+    unmodelled.retain(|p| {
+        !SILENT
+            .iter()
+            .any(|s| p == s || p.starts_with(&format!("{s}.")) || p.starts_with(&format!("{s}[")))
+    });
     unmodelled.sort();
     unmodelled.dedup();
     if !unmodelled.is_empty() {
-        warnings.insert(0, format!("fields emu does not model (ignored): {}", unmodelled.join(", ")));
+        warnings.insert(
+            0,
+            format!(
+                "fields emu does not model (ignored): {}",
+                unmodelled.join(", ")
+            ),
+        );
     }
 
     let locate_field = |field: &str| -> Option<usize> {
         match field {
             "concurrency" => at(&["containerConcurrency:"]),
             "timeout" => at(&["timeoutSeconds:"]),
-            "min_instances" => at(&["autoscaling.knative.dev/minScale"]).or_else(|| at(&["autoscaling.knative.dev/min-scale"])),
-            "max_instances" => at(&["autoscaling.knative.dev/maxScale"]).or_else(|| at(&["autoscaling.knative.dev/max-scale"])),
+            "min_instances" => at(&["autoscaling.knative.dev/minScale"])
+                .or_else(|| at(&["autoscaling.knative.dev/min-scale"])),
+            "max_instances" => at(&["autoscaling.knative.dev/maxScale"])
+                .or_else(|| at(&["autoscaling.knative.dev/max-scale"])),
             "container_port" => at(&["containerPort:"]),
             "name" => at(&["metadata:", "name:"]),
             "startup_probe" => at(&["startupProbe:"]),
@@ -273,12 +324,18 @@ fn parse_cold_start(v: &str) -> Result<ColdStartDelay, String> {
         match part.trim().split_once('=') {
             Some(("p50", d)) => p50 = Some(parse_duration(d)?),
             Some(("p99", d)) => p99 = Some(parse_duration(d)?),
-            _ => return Err(format!("emu.dev/cold-start {v:?}: write \"2s\" or \"p50=1s,p99=5s\"")),
+            _ => {
+                return Err(format!(
+                    "emu.dev/cold-start {v:?}: write \"2s\" or \"p50=1s,p99=5s\""
+                ))
+            }
         }
     }
     match (p50, p99) {
         (Some(p50), Some(p99)) => Ok(ColdStartDelay::LogNormal { p50, p99 }),
-        _ => Err(format!("emu.dev/cold-start {v:?}: give both p50 and p99, like \"p50=1s,p99=5s\"")),
+        _ => Err(format!(
+            "emu.dev/cold-start {v:?}: give both p50 and p99, like \"p50=1s,p99=5s\""
+        )),
     }
 }
 
@@ -290,12 +347,18 @@ fn yaml_probe(
     let Some(v) = v else { return Ok(None) };
     let action = if let Some(h) = v.get("httpGet") {
         ProbeAction::Http {
-            path: h.get("path").and_then(Value::as_str).unwrap_or("/").to_string(),
+            path: h
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_string(),
         }
     } else if v.get("tcpSocket").is_some() {
         ProbeAction::Tcp
     } else if v.get("grpc").is_some() {
-        return Err(err("gRPC probes are not supported by emu yet: use httpGet or tcpSocket".into()));
+        return Err(err(
+            "gRPC probes are not supported by emu yet: use httpGet or tcpSocket".into(),
+        ));
     } else {
         return Err(err("a probe needs httpGet or tcpSocket".into()));
     };
@@ -348,16 +411,24 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Lists every leaf path not under a known prefix.
 fn collect_unknown(v: &Value, path: &str, known: &[&str], out: &mut Vec<String>) {
-    if known.iter().any(|k| path == *k || path.starts_with(&format!("{k}.")) || path.starts_with(&format!("{k}["))) {
+    if known.iter().any(|k| {
+        path == *k || path.starts_with(&format!("{k}.")) || path.starts_with(&format!("{k}["))
+    }) {
         return;
     }
     let is_prefix = path.is_empty()
-        || known.iter().any(|k| k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")));
+        || known
+            .iter()
+            .any(|k| k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")));
     match v {
         Value::Mapping(m) if is_prefix => {
             for (k, child) in m {
                 let Some(k) = k.as_str() else { continue };
-                let p = if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                };
                 collect_unknown(child, &p, known, out);
             }
         }

@@ -1,0 +1,204 @@
+//! Runners: how an instance is started and stopped. A process per instance (the command, with
+//! Cloud Run's env), a modelled instance in front of an app the user runs (upstream), or a
+//! container (Docker).
+
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::proc::{harden, signal_group, Hardening};
+use crate::spec::{RunnerSpec, ServiceSpec};
+
+/// The last lines an instance printed, kept to explain a failed start.
+#[derive(Debug, Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    const LINES: usize = 20;
+    fn push(&self, line: String) {
+        let mut q = self.0.lock();
+        if q.len() == Self::LINES {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().iter().cloned().collect()
+    }
+}
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start {command:?}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("no free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A started instance. (One per instance, never on the request path: size does not matter.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Running {
+    Process {
+        child: Child,
+        pid: u32,
+        authority: Authority,
+        tail: Tail,
+    },
+    /// Slots modelled in front of one address the user runs; nothing to start or stop.
+    Upstream { authority: Authority },
+}
+
+impl Running {
+    pub fn authority(&self) -> &Authority {
+        match self {
+            Running::Process { authority, .. } | Running::Upstream { authority } => authority,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Process { pid, .. } => Some(*pid),
+            Running::Upstream { .. } => None,
+        }
+    }
+
+    pub fn tail(&self) -> Vec<String> {
+        match self {
+            Running::Process { tail, .. } => tail.lines(),
+            Running::Upstream { .. } => Vec::new(),
+        }
+    }
+
+    /// Resolves when the instance's process exits (never, for an upstream).
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Running::Process { child, .. } => child.wait().await,
+            Running::Upstream { .. } => std::future::pending().await,
+        }
+    }
+
+    /// Cloud Run's shutdown: SIGTERM to the instance's process group, SIGKILL after `grace`.
+    /// Returns true when the process stopped within the grace period.
+    pub async fn stop(&mut self, grace: Duration) -> bool {
+        let Running::Process { child, pid, .. } = self else {
+            return true;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        let _ = signal_group(*pid, Signal::SIGTERM);
+        let graceful = tokio::time::timeout(grace, child.wait()).await.is_ok();
+        // Whatever else the instance forked goes too.
+        let _ = signal_group(*pid, Signal::SIGKILL);
+        if !graceful {
+            let _ = child.wait().await;
+        }
+        graceful
+    }
+}
+
+/// A free port on 127.0.0.1 for an instance's PORT.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Cloud Run's container contract: PORT, K_SERVICE, K_REVISION, K_CONFIGURATION.
+pub fn contract_env(spec: &ServiceSpec, port: u16) -> Vec<(String, String)> {
+    vec![
+        ("PORT".into(), port.to_string()),
+        ("K_SERVICE".into(), spec.name.clone()),
+        ("K_REVISION".into(), spec.revision.clone()),
+        ("K_CONFIGURATION".into(), spec.name.clone()),
+    ]
+}
+
+/// Starts one instance. `extra_env` carries the backends' URLs; the spec's env comes after it so
+/// a service may override them.
+pub async fn start(
+    spec: &ServiceSpec,
+    id: &str,
+    extra_env: &[(String, String)],
+) -> Result<Running, StartError> {
+    match &spec.runner {
+        RunnerSpec::Upstream { url } => {
+            let authority = url
+                .authority()
+                .cloned()
+                .ok_or_else(|| StartError::Unsupported(format!("upstream {url} has no host")))?;
+            Ok(Running::Upstream { authority })
+        }
+        RunnerSpec::Container { image } => Err(StartError::Unsupported(format!(
+            "service {} runs image {image:?}: container instances need a Docker engine, and none answers here. Run a local command instead: `emu up -f FILE -- CMD ARGS…`, or `command = [...]` in emu.toml",
+            spec.name
+        ))),
+        RunnerSpec::Process { command } => {
+            let port = free_port().map_err(StartError::Port)?;
+            let mut cmd = Command::new(&command[0]);
+            cmd.args(&command[1..])
+                .envs(extra_env.iter().map(|(k, v)| (k, v)))
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .envs(contract_env(spec, port))
+                .env("EMU_INSTANCE_ID", id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(dir) = &spec.workdir {
+                cmd.current_dir(dir);
+            }
+            harden(&mut cmd, Hardening::default());
+            let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
+                command: command.join(" "),
+                source,
+            })?;
+            let pid = child.id().unwrap_or(0);
+            let tail = Tail::default();
+            if let Some(out) = child.stdout.take() {
+                forward_lines(out, id.to_string(), tail.clone(), false);
+            }
+            if let Some(err) = child.stderr.take() {
+                forward_lines(err, id.to_string(), tail.clone(), true);
+            }
+            let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
+                .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            Ok(Running::Process {
+                child,
+                pid,
+                authority,
+                tail,
+            })
+        }
+    }
+}
+
+/// Copies an instance's output to emu's, each line prefixed with the instance id.
+fn forward_lines<R>(stream: R, id: String, tail: Tail, stderr: bool)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if stderr {
+                eprintln!("[{id}] {line}");
+            } else {
+                println!("[{id}] {line}");
+            }
+            tail.push(line);
+        }
+    });
+}

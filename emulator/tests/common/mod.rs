@@ -1,0 +1,184 @@
+//! Starts the real `emu` binary in a temporary project folder and talks to it over loopback.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const EMU: &str = env!("CARGO_BIN_EXE_emu");
+
+/// A running `emu up`, killed on drop.
+pub struct Emu {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// `{EMU}` in a config stands for the emu binary (so `command = ["{EMU}", "demo-app"]` runs the demo).
+pub fn config(text: &str) -> String {
+    text.replace("{EMU}", EMU)
+}
+
+impl Emu {
+    /// Writes `emu.toml` and runs `emu up --port 0` in a fresh folder.
+    pub fn start_toml(toml: &str) -> Emu {
+        Self::start_toml_with(toml, &[])
+    }
+
+    pub fn start_toml_with(toml: &str, extra: &[&str]) -> Emu {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("emu.toml"), config(toml)).unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    /// Runs `emu up --port 0 ARGS` in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Emu {
+        let mut cmd = Command::new(EMU);
+        cmd.arg("up").arg("--port").arg("0");
+        if !args.contains(&"--request-log") {
+            cmd.args(["--request-log", "off"]);
+        }
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("EMU_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn emu");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("emu: front door on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                    let _ = tx.send(port);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("emu did not start: {:?}", stderr.lock().unwrap());
+            }
+        };
+        Emu {
+            child,
+            port,
+            dir,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(self.url("/_emu/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `service` has `n` ready instances.
+    pub async fn wait_ready(&self, service: &str, n: u64) -> serde_json::Value {
+        for _ in 0..300 {
+            let st = self.status().await;
+            let s = st["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == service)
+                .cloned()
+                .unwrap();
+            if s["ready"].as_u64() == Some(n) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{service} never had {n} ready instances: {}",
+            self.status().await
+        );
+    }
+
+    /// SIGTERM, then wait up to `within` for emu to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "emu did not stop within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.terminate(Duration::from_secs(20));
+        }
+    }
+}
+
+/// True while a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Runs `emu ARGS` in `dir` to completion: (exit code, stderr).
+pub fn run_emu(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(EMU)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, config(text)).unwrap();
+    p
+}

@@ -1,0 +1,546 @@
+//! The front door end to end: the real `emu` binary, real instance processes, real sockets.
+
+mod common;
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+use common::{alive, Emu};
+use futures_util::future::join_all;
+
+const NO_INSTANCE: &str = "The request was aborted because there was no available instance.";
+
+fn one_slot(queue_timeout: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "slow"
+command = ["{{EMU}}", "demo-app"]
+concurrency = 1
+min_instances = 1
+max_instances = 1
+queue_timeout = "{queue_timeout}"
+"#
+    )
+}
+
+async fn timed_get(url: String) -> (u16, String, Duration, Option<String>) {
+    let t = Instant::now();
+    let r = reqwest::get(&url).await.unwrap();
+    let status = r.status().as_u16();
+    let inst = r
+        .headers()
+        .get("x-emu-instance")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    (status, body, t.elapsed(), inst)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_instance_queues_then_429s_with_cloud_runs_sentence() {
+    let emu = Emu::start_toml(&one_slot("1s"));
+    emu.wait_ready("slow", 1).await;
+    let url = emu.url("/work?ms=1500");
+    let results = join_all((0..3).map(|_| timed_get(url.clone()))).await;
+    let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    let rejected: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok.len(), 1, "{results:?}");
+    assert_eq!(rejected.len(), 2, "{results:?}");
+    for r in rejected {
+        assert!(r.1.contains(NO_INSTANCE), "{}", r.1);
+        assert!(
+            r.2 >= Duration::from_millis(950) && r.2 < Duration::from_millis(1450),
+            "{:?}",
+            r.2
+        );
+    }
+    let st = emu.status().await;
+    assert_eq!(st["services"][0]["rejected_429"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn longer_queue_wait_serves_all_one_after_another() {
+    let emu = Emu::start_toml(&one_slot("5s"));
+    emu.wait_ready("slow", 1).await;
+    let url = emu.url("/work?ms=1500");
+    let mut results = join_all((0..3).map(|_| timed_get(url.clone()))).await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    results.sort_by_key(|r| r.2);
+    // Served one at a time: finishing at about 1.5 s, 3 s and 4.5 s.
+    for (i, r) in results.iter().enumerate() {
+        let expect = 1.5 * (i as f64 + 1.0);
+        let got = r.2.as_secs_f64();
+        assert!(
+            (got - expect).abs() < 0.5,
+            "request {i} took {got:.2}s, expected ~{expect}s"
+        );
+        assert_eq!(r.3.as_deref(), Some("slow-1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_from_zero_is_a_cold_start_with_the_extra_delay() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "cold"
+command = ["{EMU}", "demo-app"]
+min_instances = 0
+cold_start = "1s"
+"#,
+    );
+    let st = emu.status().await;
+    assert_eq!(
+        st["services"][0]["ready"], 0,
+        "min 0: nothing runs before a request"
+    );
+    let t = Instant::now();
+    let r = reqwest::get(emu.url("/")).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("x-emu-cold-start")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "cold start took only {took:?}"
+    );
+    let r = reqwest::get(emu.url("/")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-emu-cold-start").is_none());
+    let st = emu.status().await;
+    assert_eq!(st["services"][0]["cold_starts"], 1);
+    assert!(
+        st["services"][0]["instances"][0]["startup_ms"]
+            .as_u64()
+            .unwrap()
+            >= 1000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_timeout_is_504_and_counts_the_cold_start() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "t"
+command = ["{EMU}", "demo-app"]
+timeout = 1
+min_instances = 1
+"#,
+    );
+    emu.wait_ready("t", 1).await;
+    let (status, body, took, _) = timed_get(emu.url("/work?ms=3000")).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    // The clock includes a cold start: 2 s of cold start against a 1 s timeout.
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "t"
+command = ["{EMU}", "demo-app"]
+timeout = 1
+cold_start = "2s"
+"#,
+    );
+    let (status, _, took, _) = timed_get(emu.url("/")).await;
+    assert_eq!(status, 504);
+    assert!(took < Duration::from_millis(1800), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_instance_fails_its_requests_and_is_replaced() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "k"
+command = ["{EMU}", "demo-app"]
+concurrency = 10
+min_instances = 1
+max_instances = 1
+"#,
+    );
+    let s = emu.wait_ready("k", 1).await;
+    let pid = s["instances"][0]["pid"].as_u64().unwrap() as i32;
+    let first = s["instances"][0]["id"].as_str().unwrap().to_string();
+    let url = emu.url("/work?ms=3000");
+    let inflight = tokio::spawn(join_all((0..5).map(move |_| timed_get(url.clone()))));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let results = inflight.await.unwrap();
+    for r in &results {
+        assert!(
+            r.0 >= 500,
+            "in-flight request on the killed instance got {}",
+            r.0
+        );
+    }
+    // Later requests succeed on a replacement.
+    let s = emu.wait_ready("k", 1).await;
+    let second = s["instances"][0]["id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let (status, _, _, inst) = timed_get(emu.url("/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(inst.as_deref(), Some(second.as_str()));
+    let ev: serde_json::Value = reqwest::get(emu.url("/_emu/events?since=0"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = ev["events"].as_array().unwrap().iter().any(|e| {
+        e["kind"] == "instance" && e["state"] == "failed" && e["instance"] == first.as_str()
+    });
+    assert!(failed, "the crash is on the timeline");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_emu_leaves_no_instance_behind() {
+    let mut emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "o"
+command = ["{EMU}", "demo-app"]
+min_instances = 3
+"#,
+    );
+    let s = emu.wait_ready("o", 3).await;
+    let pids: Vec<u32> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|p| alive(*p)));
+    emu.child.kill().unwrap(); // SIGKILL: emu runs no cleanup at all
+    emu.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "orphans left: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_sees_cloud_runs_headers_and_env() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "hdr"
+command = ["{EMU}", "demo-app"]
+min_instances = 1
+env = { DEMO_GREETING = "hola" }
+"#,
+    );
+    emu.wait_ready("hdr", 1).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(emu.url("/debug/request"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-emu-instance").unwrap(), "hdr-1");
+    let v: serde_json::Value = r.json().await.unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    let xctc = h["x-cloud-trace-context"].as_str().unwrap();
+    let (trace, rest) = xctc.split_once('/').unwrap();
+    assert_eq!(trace.len(), 32);
+    assert!(rest.ends_with(";o=1"), "{xctc}");
+    let tp = h["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"),
+        "{tp} vs {xctc}"
+    );
+    let env = &v["env"];
+    assert_eq!(env["K_SERVICE"], "hdr");
+    assert_eq!(env["K_REVISION"], "hdr-00001-emu");
+    assert_eq!(env["K_CONFIGURATION"], "hdr");
+    assert_eq!(env["DEMO_GREETING"], "hola");
+    let port: u16 = env["PORT"].as_str().unwrap().parse().unwrap();
+    assert_ne!(port, emu.port);
+
+    // A client's traceparent is kept, and its trace id carried into X-Cloud-Trace-Context.
+    let mine = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let v: serde_json::Value = client
+        .get(emu.url("/debug/request"))
+        .header("traceparent", mine)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["headers"]["traceparent"], mine);
+    assert!(v["headers"]["x-cloud-trace-context"]
+        .as_str()
+        .unwrap()
+        .starts_with("0af7651916cd43dd8448eb211c80319c/"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_32_mib_get_413_and_smaller_ones_stream_through() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "b"
+command = ["{EMU}", "demo-app"]
+min_instances = 1
+"#,
+    );
+    emu.wait_ready("b", 1).await;
+    // A declared length over 32 MiB is refused before any of the body is read.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.port))
+        .await
+        .unwrap();
+    tcp.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let client = reqwest::Client::new();
+    // Just under the limit passes through to the instance.
+    let ok = client
+        .post(emu.url("/"))
+        .body(vec![b'x'; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status(),
+        405,
+        "the demo's / takes no POST: the instance answered"
+    );
+    // Without a Content-Length (chunked), the cap is enforced while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..34).map(|_| Ok(vec![b'y'; 1024 * 1024])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = client.post(emu.url("/")).body(body).send().await;
+    match r {
+        Ok(r) => assert!(r.status() == 413 || r.status() == 405, "got {}", r.status()),
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    // A normal request still works afterwards.
+    assert_eq!(reqwest::get(emu.url("/")).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_and_keepalive_work() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "h2"
+command = ["{EMU}", "demo-app"]
+min_instances = 1
+"#,
+    );
+    emu.wait_ready("h2", 1).await;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for _ in 0..3 {
+        let resp = client.get(emu.url("/").parse().unwrap()).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-emu-instance"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"Hello from h2!\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_then_stops_instances() {
+    let mut emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "g"
+command = ["{EMU}", "demo-app"]
+min_instances = 1
+"#,
+    );
+    let s = emu.wait_ready("g", 1).await;
+    let pid = s["instances"][0]["pid"].as_u64().unwrap() as u32;
+    let url = emu.url("/work?ms=1500");
+    let req = tokio::spawn(timed_get(url));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let st = emu.terminate(Duration::from_secs(20));
+        (st, emu)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "emu exited with {:?}", status.0);
+    let r = req.await.unwrap();
+    assert_eq!(r.0, 200, "in-flight request finished: {r:?}");
+    assert!(!alive(pid), "instance stopped");
+    assert!(status.1.stderr_text().contains("emu: stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_and_by_own_port_and_logs_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let own_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    common::write(
+        dir.path(),
+        "emu.toml",
+        &format!(
+            r#"
+[[service]]
+name = "alpha"
+command = ["{{EMU}}", "demo-app"]
+min_instances = 1
+
+[[service]]
+name = "beta"
+command = ["{{EMU}}", "demo-app"]
+min_instances = 1
+port = {own_port}
+"#
+        ),
+    );
+    let log = dir.path().join("requests.log");
+    let log_arg = log.display().to_string();
+    let emu = Emu::start_in(dir, &["--log-format", "json", "--request-log", &log_arg]);
+    emu.wait_ready("alpha", 1).await;
+    emu.wait_ready("beta", 1).await;
+    let client = reqwest::Client::new();
+    let a = client
+        .get(emu.url("/"))
+        .header("host", format!("alpha.localhost:{}", emu.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.text().await.unwrap(), "Hello from alpha!\n");
+    let b = client
+        .get(emu.url("/"))
+        .header("host", format!("beta.localhost:{}", emu.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.text().await.unwrap(), "Hello from beta!\n");
+    let own = reqwest::get(format!("http://127.0.0.1:{own_port}/"))
+        .await
+        .unwrap();
+    assert_eq!(own.text().await.unwrap(), "Hello from beta!\n");
+    let none = client
+        .get(emu.url("/"))
+        .header("host", "gamma.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0]["httpRequest"]["status"], 200);
+    assert_eq!(lines[0]["httpRequest"]["requestMethod"], "GET");
+    assert!(lines[0]["logging.googleapis.com/trace"]
+        .as_str()
+        .unwrap()
+        .starts_with("projects/"));
+    assert_eq!(lines[3]["httpRequest"]["status"], 404);
+    assert_eq!(lines[3]["severity"], "WARNING");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_metrics_and_events() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "m"
+command = ["{EMU}", "demo-app"]
+"#,
+    );
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for _ in 0..3 {
+        assert_eq!(reqwest::get(emu.url("/")).await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let metrics = reqwest::get(emu.url("/_emu/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("emu_requests_total{service=\"m\",code=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("emu_instances{service=\"m\",state=\"ready\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("emu_cold_starts_total{service=\"m\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("emu_queue_wait_seconds_count{service=\"m\"} 1"),
+        "{metrics}"
+    );
+    let ev: serde_json::Value = reqwest::get(emu.url(&format!("/_emu/events?since={since}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = ev["events"].as_array().unwrap();
+    let samples: Vec<_> = events.iter().filter(|e| e["kind"] == "sample").collect();
+    assert!(samples.len() >= 2, "{ev}");
+    let total: u64 = samples
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3);
+    assert_eq!(
+        samples
+            .iter()
+            .map(|s| s["cold_starts"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "instance" && e["state"] == "ready" && e["startup_ms"].is_u64()));
+    assert!(events.iter().all(|e| e["ts_ms"].as_u64().unwrap() >= since));
+    let bad = reqwest::get(emu.url("/_emu/events?since=yesterday"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let table = common::run_emu(emu.path(), &["status"]);
+    assert_eq!(table.0, 0, "{}", table.1);
+}

@@ -1,0 +1,517 @@
+//! The `emu simulate` engine: a service under load on a simulated clock, scaled by the same
+//! [`Autoscaler`] `emu up` uses, so "what would Cloud Run do with this load?" takes
+//! milliseconds instead of an hour.
+//!
+//! The clock steps in 1 ms. Requests arrive evenly spread over each second, wait in one FIFO
+//! queue, and take a free slot (`concurrency` per ready instance). Busy slots are pooled: the
+//! simulator tracks when each in-flight request completes, not which instance holds it, so a
+//! scale-in lets in-flight requests finish (as draining instances do) while new requests see
+//! the smaller capacity at once. A request that waits longer than the queue timeout is
+//! rejected with 429; one whose wait plus service exceeds the request timeout gets a 504 at
+//! the timeout (its instance keeps working, as on Cloud Run). The autoscaler gets one sample
+//! per second (the time-weighted in-flight + queued count) and decides every tick.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::autoscaler::Autoscaler;
+use super::coldstart::ColdStartDelay;
+use super::config::AutoscalerConfig;
+use super::load::{PlannedSecond, ServiceTime};
+use super::ModelError;
+
+pub use super::load::{
+    load_from_report_json, parse_trace_csv, Load, Stage, TraceSecond, DEFAULT_TRACE_SERVICE_TIME,
+};
+
+/// The service being simulated. `concurrency`, `min_instances` and `max_instances` are the
+/// service's settings and win over the same knobs in `autoscaler`.
+#[derive(Debug, Clone)]
+pub struct SimService {
+    pub autoscaler: AutoscalerConfig,
+    /// Slots per instance; 0 = unlimited.
+    pub concurrency: u32,
+    pub min_instances: u32,
+    /// 0 = unbounded.
+    pub max_instances: u32,
+    pub startup: ColdStartDelay,
+    /// How long a request may wait for a slot; `None` = Cloud Run's rule,
+    /// max(10 s, 3.5 × average start-up time).
+    pub queue_timeout: Option<Duration>,
+    pub request_timeout: Duration,
+}
+
+/// Cloud Run's request timeout default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl SimService {
+    /// A Cloud Run-like service with `profile`'s autoscaler defaults.
+    pub fn new(autoscaler: AutoscalerConfig, startup: ColdStartDelay) -> Self {
+        SimService {
+            concurrency: autoscaler.container_concurrency,
+            min_instances: autoscaler.min_scale,
+            max_instances: autoscaler.max_scale,
+            autoscaler,
+            startup,
+            queue_timeout: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The autoscaler configuration with the service's own settings applied.
+    pub fn effective_autoscaler(&self) -> AutoscalerConfig {
+        let mut cfg = self.autoscaler.clone();
+        cfg.container_concurrency = self.concurrency;
+        cfg.min_scale = self.min_instances;
+        cfg.max_scale = self.max_instances;
+        cfg
+    }
+
+    /// How long a request waits for a slot before its 429.
+    pub fn effective_queue_timeout(&self) -> Duration {
+        self.queue_timeout.unwrap_or_else(|| {
+            Duration::from_secs(10).max(mean_startup(&self.startup).mul_f64(3.5))
+        })
+    }
+
+    /// Checks the settings against Cloud Run's ranges.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.effective_autoscaler().validate()?;
+        if self.request_timeout.is_zero() || self.request_timeout > Duration::from_secs(3600) {
+            return Err(ModelError::Config {
+                field: "request_timeout",
+                reason: format!("{:?} must be within 1ms..=3600s", self.request_timeout),
+            });
+        }
+        if self.queue_timeout.is_some_and(|q| q.is_zero()) {
+            return Err(ModelError::Config {
+                field: "queue_timeout",
+                reason: "must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The expected start-up time of `d` (the mean of the log-normal for `LogNormal`).
+pub fn mean_startup(d: &ColdStartDelay) -> Duration {
+    match d {
+        ColdStartDelay::None => Duration::ZERO,
+        ColdStartDelay::Fixed(t) => *t,
+        ColdStartDelay::LogNormal { p50, p99 } => {
+            let (mu, sigma) = lognormal_params(*p50, *p99);
+            Duration::from_secs_f64((mu + sigma * sigma / 2.0).exp().min(86_400.0))
+        }
+    }
+}
+
+/// z-score of the 99th percentile of a standard normal distribution.
+const Z99: f64 = 2.326_347_874_040_841;
+
+/// (μ, σ) of a log-normal (in seconds) with this median and 99th percentile.
+fn lognormal_params(p50: Duration, p99: Duration) -> (f64, f64) {
+    let median = p50.as_secs_f64().max(1e-9);
+    let sigma = (p99.as_secs_f64() / median).max(1.0).ln() / Z99;
+    (median.ln(), sigma)
+}
+
+/// What one simulated second looked like (counts are for the second, levels at its end).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimSecond {
+    pub second: u64,
+    pub arrivals: u64,
+    /// The sample the autoscaler got: time-weighted in-flight + queued requests.
+    pub concurrency: f64,
+    pub ready: u32,
+    pub starting: u32,
+    /// Instances started during this second.
+    pub cold_starts: u32,
+    pub queue_depth: u32,
+    pub in_flight: u32,
+    pub rejected_429: u64,
+    pub timeouts_504: u64,
+    /// The latest autoscaler decision.
+    pub desired: u32,
+    pub panicking: bool,
+    /// Queue wait of the requests that got a slot during this second (0 when none did).
+    pub queue_wait_p50_ms: f64,
+    pub queue_wait_p95_ms: f64,
+}
+
+/// The whole run. `requests = served + rejected_429 + timeouts_504`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimTotals {
+    pub requests: u64,
+    pub served: u64,
+    pub cold_starts: u64,
+    pub rejected_429: u64,
+    pub timeouts_504: u64,
+    pub max_instances_seen: u32,
+    pub queue_wait_p50_ms: f64,
+    pub queue_wait_p95_ms: f64,
+    pub queue_wait_p99_ms: f64,
+    pub queue_wait_mean_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimResult {
+    pub per_second: Vec<SimSecond>,
+    pub totals: SimTotals,
+}
+
+/// Millisecond of a duration, at least 1 so every request occupies its slot for a step.
+fn ms_at_least_1(d: Duration) -> u64 {
+    (d.as_secs_f64() * 1000.0).round().max(1.0) as u64
+}
+
+/// Draws a service time in ms from `s`.
+fn sample_service_ms(s: &ServiceTime, rng: &mut StdRng) -> u64 {
+    match s {
+        ServiceTime::Fixed(d) => ms_at_least_1(*d),
+        ServiceTime::LogNormal { p50, p99 } => {
+            let (mu, sigma) = lognormal_params(*p50, *p99);
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            // Cap at a day: the tail of a log-normal is unbounded, a request is not.
+            ((mu + sigma * z).exp().min(86_400.0) * 1000.0)
+                .round()
+                .max(1.0) as u64
+        }
+    }
+}
+
+/// Nearest-rank percentile of `v` (reordered in place); 0 when empty.
+fn percentile(v: &mut [u32], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    let (_, x, _) = v.select_nth_unstable(rank);
+    f64::from(*x)
+}
+
+/// The mutable state of a run.
+struct Sim {
+    rng: StdRng,
+    startup: ColdStartDelay,
+    ready: u32,
+    /// Start-up completion times (ms) of starting instances.
+    starting: BinaryHeap<Reverse<u64>>,
+    cold_starts_this_second: u32,
+    cold_starts_total: u64,
+    max_seen: u32,
+}
+
+impl Sim {
+    fn start_instance(&mut self, t: u64) {
+        let ms = (self.startup.sample(&mut self.rng).as_secs_f64() * 1000.0).round() as u64;
+        if ms == 0 {
+            self.ready += 1;
+        } else {
+            self.starting.push(Reverse(t + ms));
+        }
+        self.cold_starts_this_second += 1;
+        self.cold_starts_total += 1;
+        self.max_seen = self.max_seen.max(self.total());
+    }
+
+    fn total(&self) -> u32 {
+        self.ready + self.starting.len() as u32
+    }
+
+    /// Moves the instance count to `desired`: start new ones, or stop instances still starting
+    /// first (the newest first, as a Deployment deletes not-ready pods first), then ready ones.
+    fn reconcile(&mut self, t: u64, desired: u32) {
+        let current = self.total();
+        if desired > current {
+            for _ in current..desired {
+                self.start_instance(t);
+            }
+        } else if desired < current {
+            let mut remove = current - desired;
+            if !self.starting.is_empty() {
+                let mut v: Vec<u64> = self.starting.drain().map(|Reverse(x)| x).collect();
+                v.sort_unstable();
+                while remove > 0 && !v.is_empty() {
+                    v.pop();
+                    remove -= 1;
+                }
+                self.starting = v.into_iter().map(Reverse).collect();
+            }
+            self.ready -= remove.min(self.ready);
+        }
+    }
+}
+
+/// Runs `load` against `svc` and reports every second. The same `seed` gives the same result;
+/// the run ends once the load is over and every request has an outcome. Add a final stage
+/// with `rps: 0` to watch the service scale in afterwards.
+pub fn simulate(svc: &SimService, load: &Load, seed: u64) -> SimResult {
+    let cfg = svc.effective_autoscaler();
+    let tick_ms = (cfg.tick_interval.as_millis() as u64).max(1);
+    let slots_per_instance: u64 = if svc.concurrency == 0 {
+        u64::from(u32::MAX)
+    } else {
+        u64::from(svc.concurrency)
+    };
+    let max_instances = svc.max_instances;
+    let queue_timeout = svc.effective_queue_timeout();
+    let request_timeout_ms = ms_at_least_1(svc.request_timeout);
+    // Whichever comes first ends the wait; a request timeout while queued is a 504.
+    let expiry_is_504 = svc.request_timeout <= queue_timeout;
+    let expiry_ms = ms_at_least_1(queue_timeout.min(svc.request_timeout));
+
+    let plan = load.plan();
+    let load_secs = plan.len() as u64;
+    let idle = PlannedSecond {
+        requests: 0.0,
+        service: ServiceTime::Fixed(DEFAULT_TRACE_SERVICE_TIME),
+    };
+
+    let mut scaler = Autoscaler::new(cfg.clone(), Duration::ZERO);
+    let mut initial = cfg.min_scale.max(cfg.initial_scale);
+    if max_instances != 0 {
+        initial = initial.min(max_instances);
+    }
+    let mut sim = Sim {
+        rng: StdRng::seed_from_u64(seed),
+        startup: svc.startup.clone(),
+        // The service was deployed before the load starts: its initial instances are up.
+        ready: initial,
+        starting: BinaryHeap::new(),
+        cold_starts_this_second: 0,
+        cold_starts_total: 0,
+        max_seen: initial,
+    };
+    let mut desired = initial;
+    let mut panicking = false;
+
+    let mut queue: VecDeque<(u64, u64)> = VecDeque::new(); // (arrival ms, service ms)
+    let mut in_flight: BinaryHeap<Reverse<u64>> = BinaryHeap::new(); // completion ms
+    let mut timeouts: BinaryHeap<Reverse<u64>> = BinaryHeap::new(); // when a 504 fires
+    let mut arrivals_acc = 0.0_f64;
+    let mut waits_this_second: Vec<u32> = Vec::new();
+    let mut waits_all: Histogram<u64> =
+        Histogram::new_with_bounds(1, 86_400_000, 3).expect("static histogram bounds are valid");
+    let mut totals = SimTotals {
+        requests: 0,
+        served: 0,
+        cold_starts: 0,
+        rejected_429: 0,
+        timeouts_504: 0,
+        max_instances_seen: initial,
+        queue_wait_p50_ms: 0.0,
+        queue_wait_p95_ms: 0.0,
+        queue_wait_p99_ms: 0.0,
+        queue_wait_mean_ms: 0.0,
+    };
+    let mut per_second = Vec::with_capacity(plan.len() + 16);
+
+    // After the load ends, every request has an outcome within the queue and request timeouts.
+    let hard_end = load_secs + (queue_timeout + svc.request_timeout).as_secs() + 2;
+    let mut s: u64 = 0;
+    loop {
+        if s >= load_secs && queue.is_empty() && timeouts.is_empty() {
+            break;
+        }
+        if s >= hard_end {
+            break;
+        }
+        let planned = plan.get(s as usize).unwrap_or(&idle);
+        let per_ms = planned.requests / 1000.0;
+        let mut arrivals = 0u64;
+        let mut rejected = 0u64;
+        let mut timed_out = 0u64;
+        let mut conc_ms_sum = 0u64;
+        waits_this_second.clear();
+        sim.cold_starts_this_second = 0;
+
+        for ms in 0..1000u64 {
+            let t = s * 1000 + ms;
+            while sim.starting.peek().is_some_and(|&Reverse(r)| r <= t) {
+                sim.starting.pop();
+                sim.ready += 1;
+            }
+            while in_flight.peek().is_some_and(|&Reverse(c)| c <= t) {
+                in_flight.pop();
+            }
+            while timeouts.peek().is_some_and(|&Reverse(c)| c <= t) {
+                timeouts.pop();
+                timed_out += 1;
+            }
+
+            arrivals_acc += per_ms;
+            let n = arrivals_acc.floor();
+            arrivals_acc -= n;
+            let n = n as u64;
+            if n > 0 {
+                arrivals += n;
+                for _ in 0..n {
+                    let service = sample_service_ms(&planned.service, &mut sim.rng);
+                    queue.push_back((t, service));
+                }
+                // Activation: only a request brings a service up from zero, and at once.
+                if sim.total() == 0 {
+                    sim.start_instance(t);
+                    scaler.activated(Duration::from_millis(t));
+                }
+            }
+
+            let capacity = u64::from(sim.ready).saturating_mul(slots_per_instance);
+            while (in_flight.len() as u64) < capacity {
+                let Some((arrived, service)) = queue.pop_front() else {
+                    break;
+                };
+                let wait = t - arrived;
+                if wait + service > request_timeout_ms {
+                    timeouts.push(Reverse(arrived + request_timeout_ms));
+                } else {
+                    totals.served += 1;
+                }
+                in_flight.push(Reverse(t + service));
+                let w = u32::try_from(wait).unwrap_or(u32::MAX);
+                waits_this_second.push(w);
+                waits_all.saturating_record(wait);
+            }
+
+            while queue.front().is_some_and(|&(a, _)| a + expiry_ms <= t) {
+                queue.pop_front();
+                if expiry_is_504 {
+                    timed_out += 1;
+                } else {
+                    rejected += 1;
+                }
+            }
+            conc_ms_sum += in_flight.len() as u64 + queue.len() as u64;
+        }
+
+        let end = (s + 1) * 1000;
+        let now = Duration::from_millis(end);
+        let concurrency = conc_ms_sum as f64 / 1000.0;
+        scaler.record(now, concurrency);
+        if end % tick_ms == 0 {
+            let d = scaler.decide(now, sim.ready);
+            desired = d.desired;
+            panicking = d.panicking;
+            sim.reconcile(end, desired);
+        }
+
+        totals.requests += arrivals;
+        totals.rejected_429 += rejected;
+        totals.timeouts_504 += timed_out;
+        per_second.push(SimSecond {
+            second: s,
+            arrivals,
+            concurrency,
+            ready: sim.ready,
+            starting: sim.starting.len() as u32,
+            cold_starts: sim.cold_starts_this_second,
+            queue_depth: queue.len() as u32,
+            in_flight: in_flight.len() as u32,
+            rejected_429: rejected,
+            timeouts_504: timed_out,
+            desired,
+            panicking,
+            queue_wait_p50_ms: percentile(&mut waits_this_second, 0.50),
+            queue_wait_p95_ms: percentile(&mut waits_this_second, 0.95),
+        });
+        s += 1;
+    }
+
+    totals.cold_starts = sim.cold_starts_total;
+    totals.max_instances_seen = sim.max_seen;
+    if !waits_all.is_empty() {
+        totals.queue_wait_p50_ms = waits_all.value_at_quantile(0.50) as f64;
+        totals.queue_wait_p95_ms = waits_all.value_at_quantile(0.95) as f64;
+        totals.queue_wait_p99_ms = waits_all.value_at_quantile(0.99) as f64;
+        totals.queue_wait_mean_ms = waits_all.mean();
+    }
+    SimResult { per_second, totals }
+}
+
+/// A human table: one row per second, runs of identical rows collapsed when the run is long,
+/// then the totals.
+pub fn render_table(r: &SimResult) -> String {
+    const COLLAPSE_OVER: usize = 40;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6} {:>8} {:>8} {:>5} {:>5} {:>4} {:>6} {:>8} {:>6} {:>6} {:>7} {:>5} {:>8} {:>8}",
+        "sec",
+        "arrivals",
+        "conc",
+        "ready",
+        "start",
+        "cold",
+        "queue",
+        "inflight",
+        "429",
+        "504",
+        "desired",
+        "panic",
+        "wait_p50",
+        "wait_p95"
+    );
+    let body = |s: &SimSecond| {
+        format!(
+            "{:>8} {:>8.1} {:>5} {:>5} {:>4} {:>6} {:>8} {:>6} {:>6} {:>7} {:>5} {:>8.0} {:>8.0}",
+            s.arrivals,
+            s.concurrency,
+            s.ready,
+            s.starting,
+            s.cold_starts,
+            s.queue_depth,
+            s.in_flight,
+            s.rejected_429,
+            s.timeouts_504,
+            s.desired,
+            if s.panicking { "yes" } else { "-" },
+            s.queue_wait_p50_ms,
+            s.queue_wait_p95_ms
+        )
+    };
+    let collapse = r.per_second.len() > COLLAPSE_OVER;
+    let mut i = 0;
+    while i < r.per_second.len() {
+        let row = body(&r.per_second[i]);
+        let _ = writeln!(out, "{:>6} {row}", r.per_second[i].second);
+        let mut j = i + 1;
+        if collapse {
+            while j < r.per_second.len() && body(&r.per_second[j]) == row {
+                j += 1;
+            }
+            if j - i > 2 {
+                let _ = writeln!(
+                    out,
+                    "{:>6} … same for {} more seconds (to {})",
+                    "",
+                    j - i - 1,
+                    r.per_second[j - 1].second
+                );
+            } else {
+                j = i + 1;
+            }
+        }
+        i = j;
+    }
+    let t = &r.totals;
+    let _ = writeln!(
+        out,
+        "\nrequests {}  served {}  429 {}  504 {}  cold starts {}  max instances {}",
+        t.requests, t.served, t.rejected_429, t.timeouts_504, t.cold_starts, t.max_instances_seen
+    );
+    let _ = writeln!(
+        out,
+        "queue wait ms: p50 {:.0}  p95 {:.0}  p99 {:.0}  mean {:.1}",
+        t.queue_wait_p50_ms, t.queue_wait_p95_ms, t.queue_wait_p99_ms, t.queue_wait_mean_ms
+    );
+    out
+}

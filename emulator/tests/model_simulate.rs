@@ -14,14 +14,16 @@ fn service(profile: Profile, concurrency: u32, startup: ColdStartDelay) -> SimSe
 }
 
 fn steady(rps: f64, secs: u64, service_time: ServiceTime) -> Load {
-    Load::Stages {
+    let load = Load::Stages {
         stages: vec![Stage {
             rps,
             ramp: Duration::ZERO,
             hold: Duration::from_secs(secs),
         }],
         service_time,
-    }
+    };
+    load.validate().unwrap();
+    load
 }
 
 fn secs(n: u64) -> Duration {

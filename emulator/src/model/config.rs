@@ -238,7 +238,7 @@ impl AutoscalerConfig {
 
 /// A partial configuration: each `Some` replaces the profile default. Built from per-revision
 /// annotations ([`super::overrides_from_annotations`]) or from emu's own config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AutoscalerOverrides {
     pub container_concurrency: Option<u32>,
     pub target_utilization: Option<f64>,

@@ -55,7 +55,70 @@ pub(crate) struct PlannedSecond {
     pub service: ServiceTime,
 }
 
+/// The longest load emu simulates: a week, second by second.
+pub const MAX_LOAD_SECS: u64 = 7 * 24 * 3600;
+/// The highest request rate emu simulates (requests are simulated one by one).
+pub const MAX_RPS: f64 = 1_000_000.0;
+
 impl Load {
+    /// Checks that the load is something the simulator can run: at most a week long, rates
+    /// finite and within [`MAX_RPS`], service times within an hour.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &'static str, reason: String| Err(ModelError::Config { field, reason });
+        let check_service = |s: &ServiceTime| match s {
+            ServiceTime::Fixed(d) if *d > Duration::from_secs(3600) => bad(
+                "service_time",
+                format!("{d:?} is longer than the 1 h maximum request timeout"),
+            ),
+            ServiceTime::LogNormal { p50, p99 } if p99 < p50 || p50.is_zero() => bad(
+                "service_time",
+                format!("log-normal needs 0 < p50 <= p99, got p50 {p50:?}, p99 {p99:?}"),
+            ),
+            ServiceTime::LogNormal { p99, .. } if *p99 > Duration::from_secs(3600) => bad(
+                "service_time",
+                format!("p99 {p99:?} is longer than the 1 h maximum request timeout"),
+            ),
+            _ => Ok(()),
+        };
+        match self {
+            Load::Stages {
+                stages,
+                service_time,
+            } => {
+                check_service(service_time)?;
+                for (i, s) in stages.iter().enumerate() {
+                    if !(s.rps.is_finite() && (0.0..=MAX_RPS).contains(&s.rps)) {
+                        return bad(
+                            "rps",
+                            format!("stage {}: {} must be within 0..={MAX_RPS}", i + 1, s.rps),
+                        );
+                    }
+                }
+            }
+            Load::Trace(trace) => {
+                for t in trace {
+                    if !(t.requests.is_finite() && (0.0..=MAX_RPS).contains(&t.requests)) {
+                        return bad(
+                            "requests",
+                            format!(
+                                "second {}: {} must be within 0..={MAX_RPS}",
+                                t.second, t.requests
+                            ),
+                        );
+                    }
+                    check_service(&ServiceTime::Fixed(t.service_time))?;
+                }
+            }
+        }
+        if self.duration_secs() > MAX_LOAD_SECS {
+            return bad(
+                "load",
+                format!("{} s is longer than a week", self.duration_secs()),
+            );
+        }
+        Ok(())
+    }
+
     /// How many seconds of load there are.
     pub fn duration_secs(&self) -> u64 {
         match self {
@@ -68,9 +131,9 @@ impl Load {
     }
 
     /// The per-second plan. A ramp's rate is taken at the middle of each second, so a ramp's
-    /// total requests match its area.
+    /// total requests match its area. Capped at [`MAX_LOAD_SECS`] (see [`Load::validate`]).
     pub(crate) fn plan(&self) -> Vec<PlannedSecond> {
-        let n = self.duration_secs() as usize;
+        let n = self.duration_secs().min(MAX_LOAD_SECS) as usize;
         match self {
             Load::Stages {
                 stages,
@@ -89,7 +152,7 @@ impl Load {
                     };
                     n
                 ];
-                for s in trace {
+                for s in trace.iter().filter(|s| (s.second as usize) < n) {
                     let p = &mut plan[s.second as usize];
                     p.requests += s.requests.max(0.0);
                     p.service = ServiceTime::Fixed(s.service_time);
@@ -162,7 +225,7 @@ pub fn parse_trace_csv(text: &str) -> Result<Vec<TraceSecond>, ModelError> {
         let second: u64 = fields[0]
             .parse()
             .map_err(|_| err(format!("second {:?} is not a whole number", fields[0])))?;
-        if second > 7 * 24 * 3600 {
+        if second >= MAX_LOAD_SECS {
             return Err(err(format!("second {second} is beyond a week")));
         }
         let requests: f64 = match fields[1].parse::<f64>() {
@@ -219,7 +282,8 @@ pub fn load_from_report_json(v: &serde_json::Value) -> Result<Load, ModelError> 
         let second = entry
             .get("second")
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| err("`second` missing or not a whole number"))?;
+            .filter(|s| *s < MAX_LOAD_SECS)
+            .ok_or_else(|| err("`second` missing, not a whole number, or beyond a week"))?;
         let requests = entry
             .get("requests")
             .and_then(serde_json::Value::as_f64)
@@ -328,5 +392,39 @@ mod tests {
         assert_eq!(load.duration_secs(), 20);
         let total: f64 = load.plan().iter().map(|p| p.requests).sum();
         assert!((total - 100.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn validate_rejects_what_cannot_be_simulated() {
+        let stage = |rps: f64, hold: u64| Stage {
+            rps,
+            ramp: Duration::ZERO,
+            hold: Duration::from_secs(hold),
+        };
+        let fixed = ServiceTime::Fixed(Duration::from_millis(10));
+        let ok = Load::Stages {
+            stages: vec![stage(10.0, 60)],
+            service_time: fixed.clone(),
+        };
+        ok.validate().unwrap();
+        let negative = Load::Stages {
+            stages: vec![stage(10.0, 60), stage(-1.0, 60)],
+            service_time: fixed.clone(),
+        };
+        let e = negative.validate().unwrap_err();
+        assert!(e.to_string().contains("stage 2"), "{e}");
+        let too_long = Load::Stages {
+            stages: vec![stage(1.0, MAX_LOAD_SECS + 1)],
+            service_time: fixed,
+        };
+        assert!(too_long.validate().is_err());
+        let inverted = Load::Stages {
+            stages: vec![stage(1.0, 10)],
+            service_time: ServiceTime::LogNormal {
+                p50: Duration::from_millis(100),
+                p99: Duration::from_millis(50),
+            },
+        };
+        assert!(inverted.validate().is_err());
     }
 }

@@ -52,7 +52,8 @@ pub struct SimService {
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl SimService {
-    /// A Cloud Run-like service with `profile`'s autoscaler defaults.
+    /// A service whose concurrency and instance bounds are taken from `autoscaler`, with Cloud
+    /// Run's request timeout and queue-timeout rule.
     pub fn new(autoscaler: AutoscalerConfig, startup: ColdStartDelay) -> Self {
         SimService {
             concurrency: autoscaler.container_concurrency,
@@ -391,10 +392,13 @@ impl Sim {
 
 /// Runs `load` against `svc` and reports every second. The same `seed` gives the same result;
 /// the run ends once the load is over and every request has an outcome. Add a final stage
-/// with `rps: 0` to watch the service scale in afterwards.
+/// with `rps: 0` to watch the service scale in afterwards. Call [`SimService::validate`] and
+/// [`Load::validate`] first: out-of-range input is clamped, not rejected, here.
 pub fn simulate(svc: &SimService, load: &Load, seed: u64) -> SimResult {
     let cfg = svc.effective_autoscaler();
+    // Decisions happen at the first second boundary at or after each tick.
     let tick_ms = (cfg.tick_interval.as_millis() as u64).max(1);
+    let mut next_decision = tick_ms;
     let slots_per_instance: u64 = if svc.concurrency == 0 {
         u64::from(u32::MAX)
     } else {
@@ -537,7 +541,8 @@ pub fn simulate(svc: &SimService, load: &Load, seed: u64) -> SimResult {
         let now = Duration::from_millis(end);
         let concurrency = conc_ms_sum as f64 / 1000.0;
         scaler.record(now, concurrency);
-        if end % tick_ms == 0 {
+        if end >= next_decision {
+            next_decision += tick_ms;
             let d = scaler.decide(now, sim.ready);
             desired = d.desired;
             panicking = d.panicking;

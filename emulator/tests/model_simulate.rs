@@ -372,3 +372,65 @@ fn an_hour_at_a_thousand_rps_is_fast() {
     assert_eq!(r.totals.requests, 3_600_000);
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+#[test]
+fn result_serializes_with_the_documented_fields() {
+    let svc = service(Profile::CloudRun, 10, ColdStartDelay::None);
+    let r = simulate(
+        &svc,
+        &steady(5.0, 3, ServiceTime::Fixed(Duration::from_millis(100))),
+        1,
+    );
+    let v = serde_json::to_value(&r).unwrap();
+    for k in [
+        "second",
+        "arrivals",
+        "ready",
+        "starting",
+        "cold_starts",
+        "queue_depth",
+        "in_flight",
+        "rejected_429",
+        "timeouts_504",
+        "desired",
+        "panicking",
+        "queue_wait_p50_ms",
+        "queue_wait_p95_ms",
+    ] {
+        assert!(v["per_second"][0].get(k).is_some(), "per_second lacks {k}");
+    }
+    for k in [
+        "requests",
+        "served",
+        "cold_starts",
+        "rejected_429",
+        "timeouts_504",
+        "max_instances_seen",
+        "queue_wait_p50_ms",
+        "queue_wait_p95_ms",
+        "queue_wait_p99_ms",
+        "queue_wait_mean_ms",
+    ] {
+        assert!(v["totals"].get(k).is_some(), "totals lack {k}");
+    }
+}
+
+#[test]
+fn zero_initial_scale_starts_cold() {
+    let mut svc = service(
+        Profile::CloudRun,
+        10,
+        ColdStartDelay::Fixed(Duration::from_secs(3)),
+    );
+    svc.autoscaler.initial_scale = 0;
+    let r = simulate(
+        &svc,
+        &steady(2.0, 20, ServiceTime::Fixed(Duration::from_millis(100))),
+        1,
+    );
+    assert_eq!(r.per_second[0].ready, 0);
+    assert_eq!(r.per_second[0].starting, 1);
+    assert_eq!(r.totals.cold_starts, 1, "{}", render_table(&r));
+    assert_eq!(r.totals.served, 40);
+    assert!(r.totals.queue_wait_p99_ms >= 2000.0);
+}

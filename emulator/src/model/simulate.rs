@@ -32,7 +32,9 @@ pub use super::load::{
 };
 
 /// The service being simulated. `concurrency`, `min_instances` and `max_instances` are the
-/// service's settings and win over the same knobs in `autoscaler`.
+/// service's settings and win over the same knobs in `autoscaler`. The run starts just after
+/// deployment, with max(`min_instances`, `autoscaler.initial_scale`) instances ready; set
+/// `initial_scale` to 0 to start cold.
 #[derive(Debug, Clone)]
 pub struct SimService {
     pub autoscaler: AutoscalerConfig,

@@ -308,3 +308,30 @@ fn decision_serializes_for_the_events_feed() {
     let cfg = serde_json::to_value(knative(10)).unwrap();
     assert_eq!(cfg["stable_window"], 60.0);
 }
+
+#[test]
+fn scale_up_rate_limits_growth_per_decision() {
+    let mut cfg = knative(10);
+    cfg.max_scale_up_rate = 2.0;
+    let mut c = Clock::new(cfg);
+    let d = c.run(8, 700.0);
+    // From 1 ready: at most ×2 per decision → 2, 4, 8, 16 (100 wanted).
+    let counts: Vec<u32> = d.iter().map(|d| d.desired).collect();
+    assert_eq!(counts, vec![2, 4, 8, 16]);
+    assert!(d.iter().all(|d| d.desired == d.upper));
+}
+
+#[test]
+fn no_data_keeps_the_previous_count() {
+    let mut a = Autoscaler::new(knative(10), Duration::ZERO);
+    for t in 1..=20u64 {
+        a.record(Duration::from_secs(t), 35.0);
+    }
+    let d = a.decide(Duration::from_secs(20), 5);
+    assert_eq!(d.desired, 5);
+    // The caller stopped reporting: after a whole stable window without samples there is no
+    // data to act on, and the count stands rather than collapsing to zero.
+    let d = a.decide(Duration::from_secs(200), 5);
+    assert_eq!(d.reason, Reason::NoData);
+    assert_eq!(d.desired, 5);
+}

@@ -584,11 +584,46 @@ pub fn simulate(svc: &SimService, load: &Load, seed: u64) -> SimResult {
     SimResult { per_second, totals }
 }
 
-/// A human table: one row per second, runs of identical rows collapsed when the run is long,
-/// then the totals.
+/// Rows a table shows before it groups seconds into windows.
+const MAX_TABLE_ROWS: usize = 300;
+
+/// Folds consecutive seconds into one row: counts are summed, levels are taken at the window's
+/// end, concurrency is averaged, waits are the worst second's, panic is any second's.
+fn fold_window(w: &[SimSecond]) -> SimSecond {
+    let last = &w[w.len() - 1];
+    let sum = |f: fn(&SimSecond) -> u64| w.iter().map(f).sum::<u64>();
+    let max = |f: fn(&SimSecond) -> f64| w.iter().map(f).fold(0.0_f64, f64::max);
+    SimSecond {
+        second: w[0].second,
+        arrivals: sum(|s| s.arrivals),
+        concurrency: w.iter().map(|s| s.concurrency).sum::<f64>() / w.len() as f64,
+        cold_starts: w.iter().map(|s| s.cold_starts).sum(),
+        rejected_429: sum(|s| s.rejected_429),
+        timeouts_504: sum(|s| s.timeouts_504),
+        panicking: w.iter().any(|s| s.panicking),
+        queue_wait_p50_ms: max(|s| s.queue_wait_p50_ms),
+        queue_wait_p95_ms: max(|s| s.queue_wait_p95_ms),
+        ..last.clone()
+    }
+}
+
+/// A human table: one row per second (or per window of seconds when the run is long, so an
+/// hour fits on a screen), runs of identical rows collapsed, then the totals.
 pub fn render_table(r: &SimResult) -> String {
     const COLLAPSE_OVER: usize = 40;
+    let width = r.per_second.len().div_ceil(MAX_TABLE_ROWS).max(1);
+    let rows: Vec<SimSecond> = if width == 1 {
+        r.per_second.clone()
+    } else {
+        r.per_second.chunks(width).map(fold_window).collect()
+    };
     let mut out = String::new();
+    if width > 1 {
+        let _ = writeln!(
+            out,
+            "(each row is {width} s: counts summed, levels at the row's end, waits the worst second's)"
+        );
+    }
     let _ = writeln!(
         out,
         "{:>6} {:>8} {:>8} {:>5} {:>5} {:>4} {:>6} {:>8} {:>6} {:>6} {:>7} {:>5} {:>8} {:>8}",
@@ -625,23 +660,24 @@ pub fn render_table(r: &SimResult) -> String {
             s.queue_wait_p95_ms
         )
     };
-    let collapse = r.per_second.len() > COLLAPSE_OVER;
+    let collapse = rows.len() > COLLAPSE_OVER;
+    let unit = if width == 1 { "seconds" } else { "rows" };
     let mut i = 0;
-    while i < r.per_second.len() {
-        let row = body(&r.per_second[i]);
-        let _ = writeln!(out, "{:>6} {row}", r.per_second[i].second);
+    while i < rows.len() {
+        let row = body(&rows[i]);
+        let _ = writeln!(out, "{:>6} {row}", rows[i].second);
         let mut j = i + 1;
         if collapse {
-            while j < r.per_second.len() && body(&r.per_second[j]) == row {
+            while j < rows.len() && body(&rows[j]) == row {
                 j += 1;
             }
             if j - i > 2 {
                 let _ = writeln!(
                     out,
-                    "{:>6} … same for {} more seconds (to {})",
+                    "{:>6} … same for {} more {unit} (to {})",
                     "",
                     j - i - 1,
-                    r.per_second[j - 1].second
+                    rows[j - 1].second
                 );
             } else {
                 j = i + 1;

@@ -13,7 +13,7 @@ pub mod simulate;
 pub mod window;
 
 pub use annotations::{overrides_from_annotations, AnnotationError};
-pub use autoscaler::{Autoscaler, Decision};
+pub use autoscaler::{Autoscaler, Decision, Reason};
 pub use coldstart::ColdStartDelay;
 pub use config::{AutoscalerConfig, AutoscalerOverrides, Profile};
 pub use load::{load_from_report_json, parse_trace_csv, Load, ServiceTime, Stage, TraceSecond};

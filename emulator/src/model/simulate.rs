@@ -163,6 +163,7 @@ pub struct SimTotals {
     pub queue_wait_mean_ms: f64,
 }
 
+/// What `emu simulate` prints (as a table) or writes (as JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimResult {
     pub per_second: Vec<SimSecond>,

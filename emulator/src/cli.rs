@@ -32,6 +32,9 @@ pub enum Cmd {
     Status(StatusArgs),
     /// Run the built-in demo service (what `emu up` runs with no config).
     DemoApp,
+    /// Simulate a service under a load with the same autoscaler, offline: instances, cold starts,
+    /// queueing and 429s per second.
+    Simulate(crate::simulate_cli::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Cmd::Up(args) => run_up(args).await,
         Cmd::Status(args) => run_status(args).await,
+        Cmd::Simulate(args) => match crate::simulate_cli::run(&args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("emu simulate: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -16,6 +16,7 @@ pub mod model;
 pub mod proc;
 pub mod scaler;
 pub mod service;
+pub mod simulate_cli;
 pub mod spec;
 pub mod telemetry;
 pub mod up;

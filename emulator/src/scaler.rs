@@ -1,5 +1,7 @@
 //! The per-service control loop: sample once a second (the timeline and the autoscaler's input),
-//! decide the desired instance count, and tell the supervisor.
+//! ask the pure autoscaler model for a decision every tick (2 s), and tell the supervisor.
+//!
+//! The model knows nothing of clocks; this loop passes it `now` as time since the loop started.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,10 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::events::Events;
 use crate::instances::Command;
+use crate::model::Autoscaler;
 use crate::service::ServiceRuntime;
-
-/// Idle time after which an instance above min is stopped (Cloud Run keeps idle instances up to 15 min).
-const IDLE_RETENTION: Duration = Duration::from_secs(15 * 60);
 
 struct Deltas {
     last: [u64; 5],
@@ -37,15 +37,20 @@ pub async fn run(
     supervisor: mpsc::Sender<Command>,
     shutdown: CancellationToken,
 ) {
+    let origin = Instant::now();
+    let cfg = svc.spec.autoscaler.clone();
+    let mut model = Autoscaler::new(cfg.clone(), Duration::ZERO);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut deltas = Deltas { last: [0; 5] };
-    let mut last_busy = Instant::now();
+    let decide_every = cfg.tick_interval.max(Duration::from_secs(1));
+    let mut next_decision = decide_every;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let now = origin.elapsed();
         let snap = svc.pool.snapshot();
         let (starting, ready, draining) = svc.counts();
         let c = &svc.pool.counters;
@@ -56,6 +61,26 @@ pub async fn run(
             &c.timeouts_504,
             &c.errors_5xx,
         ]);
+        model.record(now, snap.avg_concurrency);
+        if svc.activated.swap(false, Ordering::AcqRel) {
+            model.activated(now);
+        }
+
+        if now >= next_decision {
+            next_decision = now + decide_every;
+            let d = model.decide(now, ready as u32);
+            let before = svc.desired.swap(d.desired, Ordering::AcqRel);
+            let mut fields = serde_json::to_value(&d).unwrap_or_else(|_| json!({}));
+            if let Some(f) = fields.as_object_mut() {
+                f.insert("previous".into(), json!(before));
+            }
+            events.push("autoscaler", &svc.spec.name, fields);
+            if before != d.desired {
+                tracing::info!(service = %svc.spec.name, from = before, to = d.desired, panic = d.panicking, "scale");
+            }
+            let _ = supervisor.try_send(Command::Reconcile);
+        }
+
         events.push(
             "sample",
             &svc.spec.name,
@@ -74,15 +99,5 @@ pub async fn run(
                 "desired": svc.desired(),
             }),
         );
-
-        if snap.avg_concurrency > 0.0 || snap.queue_depth > 0 {
-            last_busy = Instant::now();
-        }
-        let spec = &svc.spec;
-        let live = (starting + ready) as u32;
-        if last_busy.elapsed() >= IDLE_RETENTION && live > spec.min_instances {
-            svc.desired.store(spec.min_instances, Ordering::Relaxed);
-            let _ = supervisor.try_send(Command::Reconcile);
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! A running service: its validated spec, its slots and queue, and the instances the supervisor
 //! keeps. Shared by the front door (admission), the supervisor (starts and stops) and admin (reads).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +18,8 @@ pub struct ServiceRuntime {
     pub instances: Mutex<Vec<Arc<Slot>>>,
     /// The count the scaler asks for.
     pub desired: AtomicU32,
+    /// Set when a request started an instance from zero; the autoscaler must not undo it at once.
+    pub activated: AtomicBool,
     /// Why the service has no ready instance, when it has none (e.g. a failing startup probe).
     pub last_failure: Mutex<Option<String>>,
 }
@@ -26,7 +28,12 @@ impl ServiceRuntime {
     pub fn new(spec: ServiceSpec) -> Arc<ServiceRuntime> {
         let pool = Pool::new(spec.concurrency, spec.queue_timeout);
         Arc::new(ServiceRuntime {
-            desired: AtomicU32::new(spec.min_instances),
+            desired: AtomicU32::new(
+                spec.min_instances
+                    .max(spec.autoscaler.initial_scale)
+                    .min(spec.max_instances),
+            ),
+            activated: AtomicBool::new(false),
             spec,
             pool,
             instances: Mutex::new(Vec::new()),

@@ -142,12 +142,23 @@ async fn cloud_run_yaml_runs_unchanged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_runner_models_instances_in_front_of_one_app() {
     use axum::routing::get;
-    // The user's own app, already running.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // The user's own app, already running; it counts how many requests it holds at once.
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n, p) = (now.clone(), peak.clone());
     let app = axum::Router::new().route(
         "/",
-        get(|| async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            ([("set-cookie", "session=1")], "mine")
+        get(move || {
+            let (n, p) = (n.clone(), p.clone());
+            async move {
+                let c = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(c, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                ([("set-cookie", "session=1")], "mine")
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -160,15 +171,15 @@ async fn upstream_runner_models_instances_in_front_of_one_app() {
 name = "mine"
 upstream = "http://127.0.0.1:{port}"
 concurrency = 2
-max_instances = 2
+max_instances = 1
 cold_start = "500ms"
 queue_timeout = "20s"
 "#
     ));
     let url = emu.url("/");
     let t = tokio::time::Instant::now();
-    let results = futures_util::future::join_all((0..4).map(|_| reqwest::get(url.clone()))).await;
-    let mut instances = std::collections::BTreeSet::new();
+    let results = futures_util::future::join_all((0..6).map(|_| reqwest::get(url.clone()))).await;
+    let mut cold = 0;
     for r in results {
         let r = r.unwrap();
         assert_eq!(r.status(), 200);
@@ -177,22 +188,22 @@ queue_timeout = "20s"
             "private",
             "Set-Cookie gets Cache-Control: private"
         );
-        instances.insert(
-            r.headers()
-                .get("x-emu-instance")
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
+        assert_eq!(r.headers().get("x-emu-instance").unwrap(), "mine-1");
+        cold += usize::from(r.headers().get("x-emu-cold-start").is_some());
         assert_eq!(r.text().await.unwrap(), "mine");
     }
-    // Four requests, two slots per modelled instance: two instances, each paying the cold start.
-    assert_eq!(instances.len(), 2, "{instances:?}");
-    assert!(t.elapsed() >= Duration::from_millis(800));
+    // One modelled instance with two slots: the app never holds more than two requests, and the
+    // six take a cold start plus three rounds.
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    assert_eq!(cold, 6, "all six waited for the first start");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500 + 900),
+        "{:?}",
+        t.elapsed()
+    );
     let st = emu.status().await;
     assert_eq!(st["services"][0]["runner"]["kind"], "upstream");
-    assert_eq!(st["services"][0]["ready"], 2);
+    assert_eq!(st["services"][0]["ready"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

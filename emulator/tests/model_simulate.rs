@@ -255,11 +255,13 @@ fn min_instances_stay_warm_and_max_caps() {
 fn spike_trace_scales_out_and_back() {
     let text = include_str!("data/simulate/spike.csv");
     let load = Load::Trace(parse_trace_csv(text).unwrap());
-    let svc = service(
+    let mut svc = service(
         Profile::CloudRun,
         10,
         ColdStartDelay::Fixed(Duration::from_secs(1)),
     );
+    // Start warm, as a service that has been serving: the spike is what this test is about.
+    svc.autoscaler.initial_scale = 1;
     let r = simulate(&svc, &load, 9);
     check_conservation(&r);
     // 20 rps × 0.2 s = 4 in flight → 1 instance; the spike, 40 in flight → ceil(40 / 6) = 7.

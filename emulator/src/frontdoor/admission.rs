@@ -401,15 +401,16 @@ impl Pool {
         let mut inner = self.inner.lock();
         let now = Instant::now();
         inner.touch(now);
+        // This request is done; a waiter handed its slot was already counted when it queued.
+        inner.concurrency -= 1;
         if slot.state() == InstanceState::Ready {
             // Hand the slot straight to the oldest waiter that is still waiting.
             while let Some(w) = inner.queue.pop_front() {
                 if w.tx.send(slot.clone()).is_ok() {
-                    return; // in_flight and concurrency carry over to the waiter.
+                    return; // the slot's in_flight carries over to the waiter.
                 }
             }
         }
-        inner.concurrency -= 1;
         drop(inner);
         if slot.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             slot.idle.notify_waiters();
@@ -642,5 +643,39 @@ mod tests {
         drop(p);
         idle.await.unwrap();
         assert_eq!(a.in_flight(), 0);
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_returns_to_zero_under_churn() {
+        let pool = Pool::new(2, Some(Duration::from_secs(30)));
+        pool.add_ready(Slot::new("a"));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    let p = pool
+                        .acquire(Instant::now() + Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    drop(p);
+                }
+            }));
+        }
+        for i in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pool.add_ready(Slot::new(format!("b{i}")));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(pool.inner.lock().concurrency, 0);
+        assert_eq!(pool.queue_depth(), 0);
     }
 }

@@ -110,23 +110,21 @@ impl Supervisor {
             .count() as u32
     }
 
-    /// A request is waiting: start instances for the queue beyond what starting ones will absorb,
-    /// as Cloud Run's activator does (only a request scales a service up from zero).
+    /// A request is waiting. From zero, start instances at once, as Cloud Run's activator does
+    /// (only a request scales a service up from zero); otherwise the autoscaler's next decision,
+    /// which counts queued requests as demand, scales out.
     fn on_demand(&mut self) {
-        let spec = &self.svc.spec;
-        let cc = spec.concurrency as usize;
-        let queued = self.svc.pool.queue_depth();
-        let starting = self
-            .live
-            .values()
-            .filter(|h| !h.stop.is_cancelled() && h.slot.state() == InstanceState::Starting)
-            .count();
-        if queued > starting * cc {
-            let need = (queued - starting * cc).div_ceil(cc) as u32;
-            let want = (self.live_count() + need).min(spec.max_instances);
+        if self.live_count() == 0 && self.svc.pool.queue_depth() > 0 {
+            let spec = &self.svc.spec;
+            let want = spec
+                .autoscaler
+                .activation_scale
+                .max(1)
+                .min(spec.max_instances);
             if want > self.svc.desired() {
                 self.svc.desired.store(want, Ordering::Relaxed);
             }
+            self.svc.activated.store(true, Ordering::Release);
         }
         self.reconcile();
     }

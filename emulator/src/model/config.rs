@@ -97,9 +97,11 @@ fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 impl AutoscalerConfig {
     /// The defaults of `profile` for a service with this `containerConcurrency`.
     pub fn for_profile(profile: Profile, container_concurrency: u32) -> Self {
-        let (target_utilization, retention) = match profile {
-            Profile::CloudRun => (0.60, Duration::from_secs(15 * 60)),
-            Profile::Knative => (0.70, Duration::ZERO),
+        // Cloud Run starts a min-instances-0 service at zero: only a request scales it up
+        // (cloud-run-behavior.md §2). Knative's initial-scale default is 1.
+        let (target_utilization, retention, initial_scale) = match profile {
+            Profile::CloudRun => (0.60, Duration::from_secs(15 * 60), 0),
+            Profile::Knative => (0.70, Duration::ZERO, 1),
         };
         AutoscalerConfig {
             container_concurrency,
@@ -113,7 +115,7 @@ impl AutoscalerConfig {
             scale_to_zero_grace: Duration::from_secs(30),
             scale_to_zero_retention: retention,
             scale_down_delay: Duration::ZERO,
-            initial_scale: 1,
+            initial_scale,
             activation_scale: 1,
             min_scale: 0,
             max_scale: 0,

@@ -428,7 +428,7 @@ pub fn simulate(svc: &SimService, load: &Load, seed: u64) -> SimResult {
     }
     let mut sim = Sim {
         rng: StdRng::seed_from_u64(seed),
-        startup: svc.startup.clone(),
+        startup: svc.startup,
         // The service was deployed before the load starts: its initial instances are up.
         ready: initial,
         starting: BinaryHeap::new(),

@@ -45,6 +45,16 @@ fn toml_blocks(src: &str, header: &str) -> Vec<(usize, usize)> {
 /// `[[header]]` block, or the block's header line when the key is not written there.
 pub fn toml_key_line(src: &str, header: &str, index: usize, key: &str) -> Option<usize> {
     let (start, end) = *toml_blocks(src, header).get(index)?;
+    // Settings known by their annotation (`autoscaling.knative.dev/scale-down-delay`) are written
+    // `scale_down_delay` in emu.toml.
+    let short;
+    let key = match key.rsplit_once('/') {
+        Some((_, name)) => {
+            short = name.replace('-', "_");
+            short.as_str()
+        }
+        None => key,
+    };
     let lines: Vec<&str> = src.lines().collect();
     for (i, l) in lines.iter().enumerate().take(end).skip(start) {
         let t = l.trim_start();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::model::coldstart::ColdStartDelay;
+use crate::model::{overrides_from_annotations, AutoscalerConfig, Profile};
 pub use duration::parse_duration;
 pub use toml_file::{load_toml, parse_toml};
 pub use yaml::{load_yaml, parse_yaml};
@@ -131,6 +132,8 @@ pub struct ServiceSpec {
     pub autoscaling_profile: String,
     /// Autoscaler settings in Knative's annotation form (`autoscaling.knative.dev/window` → `60s`).
     pub autoscaling: BTreeMap<String, String>,
+    /// The autoscaler these resolve to (profile defaults, then the settings, then min/max).
+    pub autoscaler: AutoscalerConfig,
     /// A database of its own, created at start.
     pub database: Option<String>,
     /// Names of the env vars that carry the backends' URLs.
@@ -442,6 +445,18 @@ pub(crate) fn validate_service(
         }
     }
 
+    let autoscaler = resolve_autoscaler(
+        &profile,
+        concurrency,
+        min_instances,
+        max_instances,
+        &raw.autoscaling,
+    )
+    .map_err(|(key, msg)| {
+        // The locators find `autoscaling.knative.dev/window` as the annotation in YAML and
+        // as `window` in emu.toml.
+        SpecError::new(file, at(&key), msg)
+    })?;
     let revision = raw
         .revision
         .unwrap_or_else(|| format!("{}-00001-emu", raw.name));
@@ -463,6 +478,7 @@ pub(crate) fn validate_service(
         shutdown_grace: raw.shutdown_grace.unwrap_or(limits::SHUTDOWN_GRACE),
         autoscaling_profile: profile,
         autoscaling: raw.autoscaling,
+        autoscaler,
         database: raw.database,
         database_env: raw.database_env.unwrap_or_else(|| "DATABASE_URL".into()),
         redis_env: raw.redis_env.unwrap_or_else(|| "REDIS_URL".into()),
@@ -518,6 +534,55 @@ fn check_probe(
     Ok(())
 }
 
+/// The autoscaler for a service: the profile's defaults, then Knative's annotations (and emu's
+/// own `emu.dev/` knobs for settings Knative keeps cluster-wide), then min and max instances.
+/// An error carries the annotation key it is about.
+pub fn resolve_autoscaler(
+    profile: &str,
+    concurrency: u32,
+    min_instances: u32,
+    max_instances: u32,
+    settings: &BTreeMap<String, String>,
+) -> Result<AutoscalerConfig, (String, String)> {
+    let profile: Profile = profile
+        .parse()
+        .map_err(|e: crate::model::ModelError| ("profile".to_string(), e.to_string()))?;
+    let mut cfg = AutoscalerConfig::for_profile(profile, concurrency);
+    let overrides =
+        overrides_from_annotations(settings).map_err(|e| (e.key.clone(), e.to_string()))?;
+    overrides.apply(&mut cfg);
+    let num = |key: &str| -> Result<Option<f64>, (String, String)> {
+        settings
+            .get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| (key.to_string(), format!("{key}: {v:?} is not a number")))
+            })
+            .transpose()
+    };
+    if let Some(v) = num("emu.dev/max-scale-up-rate")? {
+        cfg.max_scale_up_rate = v;
+    }
+    if let Some(v) = num("emu.dev/max-scale-down-rate")? {
+        cfg.max_scale_down_rate = v;
+    }
+    if let Some(v) = settings.get("emu.dev/scale-to-zero-grace-period") {
+        cfg.scale_to_zero_grace =
+            parse_duration(v).map_err(|e| ("emu.dev/scale-to-zero-grace-period".to_string(), e))?;
+    }
+    cfg.min_scale = min_instances;
+    cfg.max_scale = max_instances;
+    cfg.validate().map_err(|e| {
+        let key = match &e {
+            crate::model::ModelError::Config { field, .. } => field.to_string(),
+            _ => "autoscaling".to_string(),
+        };
+        (key, e.to_string())
+    })?;
+    Ok(cfg)
+}
+
 /// Cloud Run service names: lowercase letters, digits and '-', starting with a letter, < 50 chars.
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -530,7 +595,10 @@ pub fn is_dns_label(s: &str) -> bool {
 
 /// The built-in demo: `emu demo-app` as service `demo` (concurrency 80, min 0, max 10).
 pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
+    let autoscaler = resolve_autoscaler("cloud-run", 80, 0, 10, &BTreeMap::new())
+        .unwrap_or_else(|_| AutoscalerConfig::for_profile(Profile::CloudRun, 80));
     let service = ServiceSpec {
+        autoscaler,
         name: "demo".into(),
         revision: "demo-00001-emu".into(),
         runner: RunnerSpec::Process {

@@ -292,6 +292,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
             "port" => at(&["emu.dev/port"]),
             "database" => at(&["emu.dev/database"]),
             "profile" => at(&["emu.dev/autoscaling-profile"]),
+            annotation if annotation.contains('/') => at(&[annotation]),
             env => at(&["env:", &format!("name: {env}")]),
         }
     };

@@ -43,7 +43,10 @@ impl Emu {
         }
         cmd.args(args)
             .current_dir(dir.path())
-            .env("EMU_LOG", "info")
+            .env(
+                "EMU_LOG",
+                std::env::var("TEST_EMU_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

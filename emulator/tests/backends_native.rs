@@ -167,3 +167,19 @@ async fn stale_postmaster_pid_is_recovered() {
     );
     assert!(!dir.path().join(".emu/postgres").exists(), "{report}");
 }
+
+/// `auto` without a Docker engine falls back to the installed servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_uses_installed_servers_without_docker() {
+    if backends::docker_available().await {
+        eprintln!("skipping auto_mode_uses_installed_servers_without_docker: a Docker engine answers, so auto picks docker");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = backends::start(plan(dir.path(), Mode::None, Mode::Auto))
+        .await
+        .expect("auto mode");
+    assert_eq!(b.status()["redis"]["mode"], "native");
+    assert!(b.redis_url().is_some());
+    b.stop().await;
+}

@@ -148,6 +148,7 @@ pub(crate) struct ComposeStore {
     service: &'static str,
     envs: Vec<(String, String)>,
     port: u16,
+    url: String,
     status: Value,
     stopped: bool,
 }
@@ -193,6 +194,7 @@ impl ComposeStore {
             service,
             envs,
             port,
+            url: String::new(),
             status: Value::Null,
             stopped: false,
         })
@@ -269,10 +271,8 @@ impl ComposeStore {
             "superuser_reserved_connections": SUPERUSER_RESERVED_CONNECTIONS,
             "volume": format!("{}-pg{version}", compose_project(project_dir)),
         });
-        Ok((
-            format!("postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DATABASE}"),
-            store,
-        ))
+        store.url = format!("postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DATABASE}");
+        Ok((store.url.clone(), store))
     }
 
     /// `docker compose up --wait redis`, then PING.
@@ -314,6 +314,7 @@ impl ComposeStore {
             "appendonly": true,
             "volume": format!("{}-redis", compose_project(project_dir)),
         });
+        store.url.clone_from(&url);
         Ok((url, store))
     }
 
@@ -342,6 +343,14 @@ fn parse_port(out: &str) -> Option<u16> {
 impl Running for ComposeStore {
     fn status(&self) -> Value {
         self.status.clone()
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        if self.service == "postgres" {
+            super::pg_ready(&self.url).boxed()
+        } else {
+            super::native::ping(&self.url).boxed()
+        }
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -114,6 +114,10 @@ impl Running for ExternalPostgres {
         })
     }
 
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        super::pg_ready(&self.url).boxed()
+    }
+
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
         // Not ours to stop.
         async {}.boxed()
@@ -199,6 +203,10 @@ impl Running for ExternalRedis {
             "maxmemory": self.maxmemory,
             "maxmemory_policy": self.policy,
         })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        super::native::ping(&self.url).boxed()
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {

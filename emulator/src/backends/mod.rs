@@ -90,6 +90,8 @@ impl BackendError {
 pub(crate) trait Running: Send + Sync {
     /// Mode, version, address and settings; URLs masked.
     fn status(&self) -> Value;
+    /// True when the server answers now (connect + `SELECT 1`, or PING), within a short bound.
+    fn ready(&self) -> BoxFuture<'_, bool>;
     /// Graceful stop, bounded in time.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -100,6 +102,7 @@ enum Slot {
         reason: String,
     },
     On {
+        mode: Mode,
         url: String,
         server: Box<dyn Running>,
     },
@@ -113,10 +116,11 @@ impl Slot {
                 "requested_mode": mode.as_str(),
                 "reason": reason,
             }),
-            Slot::On { url, server } => {
+            Slot::On { mode, url, server } => {
                 let mut v = server.status();
                 if let Value::Object(m) = &mut v {
                     m.insert("state".into(), json!("running"));
+                    m.insert("requested_mode".into(), json!(mode.as_str()));
                     m.insert("url".into(), json!(mask_url(url)));
                 }
                 v
@@ -127,6 +131,19 @@ impl Slot {
     async fn stop(self) {
         if let Slot::On { server, .. } = self {
             server.stop().await;
+        }
+    }
+
+    async fn health(&self) -> &'static str {
+        match self {
+            Slot::Off { .. } => "off",
+            Slot::On { server, .. } => {
+                if server.ready().await {
+                    "up"
+                } else {
+                    "down"
+                }
+            }
         }
     }
 }
@@ -173,6 +190,12 @@ impl Backends {
             "postgres": self.postgres.status(),
             "redis": self.redis.status(),
         })
+    }
+
+    /// Checks each store live: `{"postgres": "up"|"down"|"off", "redis": …}`.
+    pub async fn health(&self) -> Value {
+        let (pg, redis) = tokio::join!(self.postgres.health(), self.redis.health());
+        json!({ "postgres": pg, "redis": redis })
     }
 
     /// Stops what emu started (PostgreSQL fast shutdown, Redis SIGTERM, containers stopped but
@@ -239,25 +262,25 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
         }),
         Mode::External => {
             let (url, server) = external::ExternalPostgres::check(cfg, &plan.databases).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Native => {
             let (url, server) =
                 native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Docker => {
             let (url, server) =
                 docker::ComposeStore::start_postgres(cfg, &plan.project_dir, &plan.databases)
                     .await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Auto => {
             if docker_up {
                 match docker::ComposeStore::start_postgres(cfg, &plan.project_dir, &plan.databases)
                     .await
                 {
-                    Ok((url, server)) => return Ok(on(url, server)),
+                    Ok((url, server)) => return Ok(on(mode, url, server)),
                     Err(e) => tracing::warn!(
                         "postgres in docker failed ({e}); trying installed PostgreSQL binaries"
                     ),
@@ -273,7 +296,7 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
             }
             let (url, server) =
                 native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
     }
 }
@@ -288,20 +311,20 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
         }),
         Mode::External => {
             let (url, server) = external::ExternalRedis::check(cfg).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Native => {
             let (url, server) = native::NativeRedis::start(cfg, &plan.project_dir).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Docker => {
             let (url, server) = docker::ComposeStore::start_redis(cfg, &plan.project_dir).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
         Mode::Auto => {
             if docker_up {
                 match docker::ComposeStore::start_redis(cfg, &plan.project_dir).await {
-                    Ok((url, server)) => return Ok(on(url, server)),
+                    Ok((url, server)) => return Ok(on(mode, url, server)),
                     Err(e) => tracing::warn!(
                         "redis in docker failed ({e}); trying an installed redis-server"
                     ),
@@ -316,16 +339,35 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
                 return Ok(Slot::Off { mode, reason });
             }
             let (url, server) = native::NativeRedis::start(cfg, &plan.project_dir).await?;
-            Ok(on(url, server))
+            Ok(on(mode, url, server))
         }
     }
 }
 
-fn on<R: Running + 'static>(url: String, server: R) -> Slot {
+fn on<R: Running + 'static>(mode: Mode, url: String, server: R) -> Slot {
     Slot::On {
+        mode,
         url,
         server: Box::new(server),
     }
+}
+
+/// True when PostgreSQL at `url` accepts a connection and `SELECT 1` within 2 s.
+pub(crate) async fn pg_ready(url: &str) -> bool {
+    use sqlx::{ConnectOptions, Connection};
+    let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
+        return false;
+    };
+    let check = async {
+        let mut c = opts.disable_statement_logging().connect().await?;
+        let r: Result<i32, sqlx::Error> = sqlx::query_scalar("SELECT 1").fetch_one(&mut c).await;
+        let _ = c.close().await;
+        r
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), check).await,
+        Ok(Ok(1))
+    )
 }
 
 /// Hides the password of a URL: `postgres://user:pass@host/db` → `postgres://user:****@host/db`.

@@ -362,12 +362,17 @@ fn cluster_root(
     base: &Path,
     run_as: Option<(u32, u32)>,
 ) -> Result<PathBuf, BackendError> {
-    let Some((uid, gid)) = run_as else {
-        return Ok(base.to_path_buf());
-    };
     let location_file = base.join("location");
-    let root = if let Ok(text) = fs::read_to_string(&location_file) {
-        PathBuf::from(text.trim())
+    let recorded = fs::read_to_string(&location_file)
+        .ok()
+        .map(|t| PathBuf::from(t.trim()));
+    let Some((uid, gid)) = run_as else {
+        // Not root: the server runs as us. A cluster an earlier root run put elsewhere is still
+        // this project's data.
+        return Ok(recorded.unwrap_or_else(|| base.to_path_buf()));
+    };
+    let root = if let Some(recorded) = recorded {
+        recorded
     } else if reachable_by(base, uid, gid) {
         base.to_path_buf()
     } else {
@@ -661,6 +666,10 @@ impl Running for NativePostgres {
         })
     }
 
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async move { admin_connect(self.port).await.is_ok() }.boxed()
+    }
+
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
         async move { self.process.stop(Signal::SIGINT).await }.boxed()
@@ -725,6 +734,7 @@ impl NativeRedis {
             .map_err(|e| BackendError::io(format!("resolving {}", dir.display()), e))?;
         let maxmemory = cfg.maxmemory_bytes();
         let log = dir.join("redis.log");
+        recover_stale_redis_pid(&dir)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -820,12 +830,39 @@ fn redis_conf(dir: &Path, port: u16, maxmemory: u64) -> String {
          databases 16\n\
          maxmemory {maxmemory}\n\
          maxmemory-policy volatile-lru\n\
-         logfile \"\"\n"
+         logfile \"\"\n\
+         pidfile \"{quoted}/redis.pid\"\n"
     );
     for c in BLOCKED_COMMANDS {
         conf.push_str(&format!("rename-command {c} \"\"\n"));
     }
     conf
+}
+
+/// Two servers on one append-only file would corrupt it: refuse when a live redis-server holds
+/// `redis.pid`; remove the file when it is stale.
+fn recover_stale_redis_pid(dir: &Path) -> Result<(), BackendError> {
+    let pid_file = dir.join("redis.pid");
+    let Ok(text) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    if let Some(pid) = text.trim().parse::<i32>().ok().filter(|p| *p > 0) {
+        if process_alive(pid) && process_name(pid).is_some_and(|n| n.starts_with("redis-server")) {
+            return Err(BackendError::Start {
+                what: "Redis",
+                detail: format!(
+                    "a redis-server (pid {pid}) is already running on {}: is another `emu up` running for this project? Stop it first (emu down)",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    tracing::warn!(
+        "removing a stale {} left by a run that did not stop cleanly",
+        pid_file.display()
+    );
+    fs::remove_file(&pid_file)
+        .map_err(|e| BackendError::io(format!("removing the stale {}", pid_file.display()), e))
 }
 
 async fn redis_version(bin: &Path) -> Option<String> {
@@ -872,6 +909,10 @@ impl Running for NativeRedis {
             "kept_commands": KEPT_COMMANDS,
             "data_dir": self.dir.display().to_string(),
         })
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        async move { ping(&format!("redis://127.0.0.1:{}", self.port)).await }.boxed()
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -77,7 +77,9 @@ async fn size_gb_sets_maxmemory_and_policy() {
         databases: vec![],
     };
     let b = backends::start(plan.clone()).await.expect("native redis");
-    let second = backends::start(plan).await.expect_err("one append-only file, one server");
+    let second = backends::start(plan)
+        .await
+        .expect_err("one append-only file, one server");
     assert!(second.to_string().contains("already running"), "{second}");
     let status = b.status();
     assert_eq!(status["redis"]["maxmemory"], 1u64 << 30, "{status}");

@@ -38,9 +38,14 @@ async fn native_data_survives_stop_and_start() {
         !status.to_string().contains(":app@"),
         "password leaked: {status}"
     );
-    assert_eq!(b.health().await, serde_json::json!({"postgres": "up", "redis": "up"}));
+    assert_eq!(
+        b.health().await,
+        serde_json::json!({"postgres": "up", "redis": "up"})
+    );
     // A second emu on the same project must not open the same data.
-    let second = backends::start(p.clone()).await.expect_err("data already in use");
+    let second = backends::start(p.clone())
+        .await
+        .expect_err("data already in use");
     assert!(second.to_string().contains("already running"), "{second}");
     let db_url = b.database_url(Some("orders")).unwrap();
     assert!(db_url.ends_with("/orders"), "{db_url}");

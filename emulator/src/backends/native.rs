@@ -618,9 +618,23 @@ async fn spawn_postgres(
                 ),
             }));
         }
-        if let Ok(c) = admin_connect(port).await {
+        if let Ok(mut c) = admin_connect(port).await {
+            // Make sure the server answering is ours, not one that won a race for the port.
+            let dir: Result<String, _> =
+                sqlx::query_scalar("SELECT current_setting('data_directory')")
+                    .fetch_one(&mut c)
+                    .await;
             let _ = c.close().await;
-            return Ok(process);
+            let ours = dir.is_ok_and(|d| same_path(Path::new(&d), data_dir));
+            if ours {
+                return Ok(process);
+            }
+            tracing::warn!(
+                port,
+                "another PostgreSQL answers on the port chosen; trying another"
+            );
+            process.stop(Signal::SIGINT).await;
+            return Err(SpawnError::PortTaken);
         }
         if Instant::now() >= deadline {
             process.stop(Signal::SIGINT).await;
@@ -782,6 +796,17 @@ impl NativeRedis {
                     });
                 }
                 if ping(&url).await {
+                    if redis_pid(&url).await != Some(process.pid) {
+                        // Another server won a race for the port.
+                        process.stop(Signal::SIGTERM).await;
+                        if cfg.port.is_none() && attempt < PORT_ATTEMPTS {
+                            break;
+                        }
+                        return Err(BackendError::Start {
+                            what: "Redis",
+                            detail: format!("another server answers on 127.0.0.1:{port}; set redis.port to a free port or remove it to get one"),
+                        });
+                    }
                     tracing::info!(port, dir = %dir.display(), "redis ready");
                     return Ok((
                         url,
@@ -872,6 +897,31 @@ async fn redis_version(bin: &Path) -> Option<String> {
     text.split_whitespace()
         .find_map(|w| w.strip_prefix("v="))
         .map(str::to_string)
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(a) == canon(b)
+}
+
+/// The pid a Redis server reports (`INFO server` → `process_id`).
+async fn redis_pid(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(1));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// True when the Redis at `url` answers PING within a second.

@@ -54,6 +54,26 @@ pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendEr
         }
     }
 
+    let compose_file = emu_dir.join("compose.yaml");
+    if !volumes && compose_file.exists() && docker_available().await {
+        // A killed emu leaves its containers running; stop them (kept for the next `emu up`).
+        match compose(
+            project_dir,
+            &compose_file,
+            &["stop", "-t", "10"],
+            &[],
+            Duration::from_secs(120),
+        )
+        .await
+        {
+            Ok(_) => report.push(format!(
+                "stopped docker containers of compose project {} (kept; `emu down --volumes` removes them)",
+                compose_project(project_dir)
+            )),
+            Err(e) => report.push(format!("docker compose stop failed: {e}")),
+        }
+    }
+
     if volumes {
         if docker_available().await {
             let file = write_compose_file(project_dir)?;

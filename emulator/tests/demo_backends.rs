@@ -249,3 +249,65 @@ fn demo_settings_from_lookup() {
     let bad = DemoConfig::from_lookup(|k| (k == "DEMO_DB_POOL").then(|| "lots".to_string()));
     assert_eq!(bad.unwrap_err().var, "DEMO_DB_POOL");
 }
+
+/// The demo starts while its database is down (503s), and works once the database is up:
+/// the pool connects lazily and the migrations are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_before_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (base, stop) = serve_demo(DemoConfig {
+        database_url: Some(format!("postgres://app:app@127.0.0.1:{port}/app")),
+        ..Default::default()
+    })
+    .await;
+    let c = http();
+    let h = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(h.status(), 503);
+    let body: Value = h.json().await.unwrap();
+    assert_eq!(body["dependencies"]["database"], "disconnected");
+    assert_eq!(body["dependencies"]["redis"], "not_configured");
+    let r = c
+        .post(format!("{base}/items"))
+        .json(&json!({"name": "early"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(
+        err["error"], "database is unavailable",
+        "no internals in the body"
+    );
+
+    let mut p = plan(dir.path(), Mode::Native, Mode::None);
+    p.postgres.port = Some(port);
+    let b = backends::start(p)
+        .await
+        .expect("native postgres on the demo's port");
+    let mut last = 0;
+    for _ in 0..50 {
+        let r = c
+            .post(format!("{base}/items"))
+            .json(&json!({"name": "late", "value": [1, 2]}))
+            .send()
+            .await
+            .unwrap();
+        last = r.status().as_u16();
+        if last == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 201);
+    let h = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+
+    let _ = stop.send(());
+    b.stop().await;
+    backends::down(dir.path(), true).await.unwrap();
+}

@@ -21,6 +21,8 @@ const DOWN_GRACE: Duration = Duration::from_secs(30);
 /// volumes (`docker compose down --volumes`) and the native data under `.emu/postgres` and
 /// `.emu/redis`. Asks nothing; returns a report of what it did, one line per action.
 pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendError> {
+    let project_dir = &std::path::absolute(project_dir)
+        .map_err(|e| BackendError::io(format!("resolving {}", project_dir.display()), e))?;
     let emu_dir = project_dir.join(".emu");
     let mut report: Vec<String> = Vec::new();
     let pid_file = emu_dir.join("emu.pid");

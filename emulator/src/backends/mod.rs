@@ -112,6 +112,7 @@ impl Slot {
     fn status(&self) -> Value {
         match self {
             Slot::Off { mode, reason } => json!({
+                "mode": "off",
                 "state": "off",
                 "requested_mode": mode.as_str(),
                 "reason": reason,
@@ -211,7 +212,17 @@ impl Backends {
 /// In `auto` mode a missing Docker engine and missing server binaries are not errors: that
 /// store is off and [`Backends::status`] says why. Anything asked for explicitly that cannot be
 /// provided is an error, and whatever was already started is stopped again.
-pub async fn start(plan: BackendsPlan) -> Result<Backends, BackendError> {
+pub async fn start(mut plan: BackendsPlan) -> Result<Backends, BackendError> {
+    // Servers run with their own working directories: every path handed to them is absolute.
+    plan.project_dir = std::path::absolute(&plan.project_dir).map_err(|e| {
+        BackendError::io(
+            format!(
+                "resolving the project folder {}",
+                plan.project_dir.display()
+            ),
+            e,
+        )
+    })?;
     plan.postgres.validate()?;
     plan.redis.validate()?;
     for db in &plan.databases {
@@ -288,7 +299,8 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
             }
             if native::find_postgres().await.is_empty() {
                 let reason = format!(
-                    "no Docker engine and no PostgreSQL installed: {}",
+                    "{} and no PostgreSQL installed: {}",
+                    docker_word(docker_up),
                     native::POSTGRES_INSTALL_HINT
                 );
                 tracing::warn!("postgres is off: {reason}");
@@ -332,7 +344,8 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
             }
             if native::find_redis().is_none() {
                 let reason = format!(
-                    "no Docker engine and no redis-server installed: {}",
+                    "{} and no redis-server installed: {}",
+                    docker_word(docker_up),
                     native::REDIS_INSTALL_HINT
                 );
                 tracing::warn!("redis is off: {reason}");
@@ -341,6 +354,14 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
             let (url, server) = native::NativeRedis::start(cfg, &plan.project_dir).await?;
             Ok(on(mode, url, server))
         }
+    }
+}
+
+fn docker_word(docker_up: bool) -> &'static str {
+    if docker_up {
+        "docker compose failed (see the warning above)"
+    } else {
+        "no Docker engine answers"
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn docker_available() -> bool {
 }
 
 /// Runs `docker <args>` and returns stdout; a failure carries stderr.
-async fn docker(
+pub(crate) async fn docker(
     args: &[&str],
     envs: &[(String, String)],
     timeout: Duration,

@@ -9,7 +9,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::docker::{compose, compose_project, docker_available, write_compose_file};
+use super::docker::{
+    compose, compose_project, docker as docker_raw, docker_available, write_compose_file,
+};
 use super::native::process_alive;
 use super::BackendError;
 
@@ -94,6 +96,20 @@ pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendEr
                 )),
                 Err(e) => report.push(format!("docker compose down --volumes failed: {e}")),
             }
+            // `down --volumes` removes the volumes named with this run's variables; one per
+            // PostgreSQL version may exist, so remove every volume labelled with the project.
+            let label = format!(
+                "label=com.docker.compose.project={}",
+                compose_project(project_dir)
+            );
+            if let Ok(list) = docker_cmd(&["volume", "ls", "-q", "--filter", &label]).await {
+                for v in list.split_whitespace() {
+                    match docker_cmd(&["volume", "rm", v]).await {
+                        Ok(_) => report.push(format!("removed docker volume {v}")),
+                        Err(e) => report.push(format!("could not remove docker volume {v}: {e}")),
+                    }
+                }
+            }
         } else {
             report.push("no Docker engine answers: no containers to remove".into());
         }
@@ -116,6 +132,10 @@ pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendEr
         }
     }
     Ok(report.join("\n"))
+}
+
+async fn docker_cmd(args: &[&str]) -> Result<String, BackendError> {
+    docker_raw(args, &[], Duration::from_secs(60)).await
 }
 
 /// SIGTERM, wait up to [`DOWN_GRACE`], then SIGKILL.

@@ -41,6 +41,23 @@ async fn external_servers_are_checked_and_used() {
         "postgres://postgres@127.0.0.1:5432/test"
     );
     assert_eq!(b.redis_url().unwrap(), "redis://127.0.0.1:6379");
+    assert_eq!(
+        b.service_env(Some("test")),
+        [
+            (
+                "DATABASE_URL".to_string(),
+                "postgres://postgres@127.0.0.1:5432/test".to_string()
+            ),
+            (
+                "REDIS_URL".to_string(),
+                "redis://127.0.0.1:6379".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        b.health().await,
+        serde_json::json!({"postgres": "up", "redis": "up"})
+    );
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
     let one: i32 = sqlx::query_scalar("SELECT 1")
         .fetch_one(&mut c)

@@ -397,6 +397,10 @@ pub struct InstanceOptions {
     /// `--memory` (e.g. "512m") and `--cpus` (e.g. "1"), from the service's limits.
     pub memory: Option<String>,
     pub cpus: Option<String>,
+    /// `--network host` (Linux): the instance shares the host's network, so loopback URLs of
+    /// native backends work unchanged. No port is published; `PORT` is a free host port and
+    /// [`DockerInstance::host_port`] returns it.
+    pub host_network: bool,
 }
 
 /// One service instance running as a container: `docker run -d --rm`, its port published on
@@ -438,6 +442,11 @@ impl DockerInstance {
         name: &str,
         opts: &InstanceOptions,
     ) -> Result<Self, BackendError> {
+        let container_port = if opts.host_network {
+            super::native::free_port()?
+        } else {
+            container_port
+        };
         let args = run_args(image, env, container_port, name, opts);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&args, &[], UP_TIMEOUT).await?;
@@ -447,6 +456,10 @@ impl DockerInstance {
             container_port,
             stopped: false,
         };
+        if opts.host_network {
+            instance.host_port = container_port;
+            return Ok(instance);
+        }
         let out = docker(
             &["port", name, &format!("{container_port}/tcp")],
             &[],
@@ -531,9 +544,14 @@ pub fn run_args(
         "--rm".into(),
         "--name".into(),
         name.into(),
-        "-p".into(),
-        format!("127.0.0.1::{container_port}"),
     ];
+    if opts.host_network {
+        args.push("--network".into());
+        args.push("host".into());
+    } else {
+        args.push("-p".into());
+        args.push(format!("127.0.0.1::{container_port}"));
+    }
     if !env.iter().any(|(k, _)| k == "PORT") {
         args.push("-e".into());
         args.push(format!("PORT={container_port}"));
@@ -542,7 +560,7 @@ pub fn run_args(
         args.push("-e".into());
         args.push(format!("{k}={v}"));
     }
-    if let Some(n) = &opts.network {
+    if let Some(n) = opts.network.as_ref().filter(|_| !opts.host_network) {
         args.push("--network".into());
         args.push(n.clone());
     }
@@ -585,6 +603,20 @@ mod tests {
         assert_eq!(
             a.join(" "),
             "run -d --rm --name emu-api-1 -p 127.0.0.1::8080 -e PORT=8080 -e K_SERVICE=api img:1"
+        );
+        let host = run_args(
+            "img:1",
+            &[],
+            41000,
+            "emu-api-2",
+            &InstanceOptions {
+                host_network: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            host.join(" "),
+            "run -d --rm --name emu-api-2 --network host -e PORT=41000 img:1"
         );
     }
 }

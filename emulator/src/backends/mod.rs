@@ -184,6 +184,19 @@ impl Backends {
         }
     }
 
+    /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the
+    /// shared `app` database) and `REDIS_URL`, each only when that store is on.
+    pub fn service_env(&self, database: Option<&str>) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(url) = self.database_url(database) {
+            env.push(("DATABASE_URL".to_string(), url));
+        }
+        if let Some(url) = self.redis_url() {
+            env.push(("REDIS_URL".to_string(), url));
+        }
+        env
+    }
+
     /// For `/_emu/status`: per store its mode, version, address and settings, or why it is off.
     /// URLs are masked.
     pub fn status(&self) -> Value {

@@ -34,6 +34,30 @@ impl Mode {
     }
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// For `--backends auto|docker|native|external|none`.
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "docker" => Ok(Mode::Docker),
+            "native" => Ok(Mode::Native),
+            "external" => Ok(Mode::External),
+            "none" => Ok(Mode::None),
+            other => Err(format!(
+                "{other:?} is not a backends mode; use auto, docker, native, external or none"
+            )),
+        }
+    }
+}
+
 /// A config value that cannot be used, with the key (e.g. `postgres.tier`) and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -323,6 +347,20 @@ mod tests {
         assert_eq!(tier_max_connections("db-n1-standard-1"), Ok(100));
         assert!(tier_max_connections("db-custom-2").is_err());
         assert!(tier_max_connections("db-large").is_err());
+    }
+
+    #[test]
+    fn modes_round_trip() {
+        for m in [
+            Mode::Auto,
+            Mode::Docker,
+            Mode::Native,
+            Mode::External,
+            Mode::None,
+        ] {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+        }
+        assert!("podman".parse::<Mode>().is_err());
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! PostgreSQL (Cloud SQL) and Redis (Memorystore) behind emu: docker | native | external.
 //!
 //! [`start`] takes the `[postgres]` / `[redis]` config and returns [`Backends`] only once every
-//! server it started answers queries. Each running store sits behind the small [`Running`]
+//! server it started answers queries. Each running store sits behind the small `Running`
 //! trait: explicit readiness (the start functions wait for it), explicit async teardown
 //! ([`Backends::stop`]), and a `Drop` fallback that kills what a forgotten `stop` would have
 //! stopped (the same shape as testcontainers-rs' async containers).
 //!
-//! Native data lives under `<project>/.emu/` (see [`native`]); docker mode runs
+//! Native data lives under `<project>/.emu/` (see the `native` module); docker mode runs
 //! `docker/compose.yaml` (embedded in the binary, see [`docker`]).
 
 mod config;

@@ -194,7 +194,8 @@ fn client_of(req: &Request) -> String {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        return first.to_string();
+        // The header is the client's to write: bound what becomes a Redis key.
+        return first.chars().take(64).collect();
     }
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -39,14 +39,7 @@ pub fn harden(cmd: &mut tokio::process::Command, opts: Hardening) {
                 }
             }
             // After any credential change: changing credentials clears the parent-death signal.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // emu may have died between fork and prctl; then nobody would ever signal us.

@@ -28,6 +28,18 @@ async fn f1_micro_allows_exactly_25_connections() {
     let status = b.status();
     assert_eq!(status["postgres"]["max_connections"], 25, "{status}");
     assert_eq!(status["postgres"]["tier"], "db-f1-micro", "{status}");
+    assert_eq!(status["postgres"]["server_max_connections"], 28, "{status}");
+    assert_eq!(
+        status["postgres"]["superuser_reserved_connections"], 3,
+        "{status}"
+    );
+    assert_eq!(status["postgres"]["requested_mode"], "native", "{status}");
+    let addr = status["postgres"]["address"].as_str().unwrap();
+    assert_eq!(
+        status["postgres"]["url"],
+        format!("postgres://app:****@{addr}/app"),
+        "masked: {status}"
+    );
     assert_eq!(status["redis"]["state"], "off", "{status}");
     let url = b.database_url(None).unwrap();
 
@@ -47,7 +59,6 @@ async fn f1_micro_allows_exactly_25_connections() {
         .map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("53300"), "{err}");
 
-    let addr = status["postgres"]["address"].as_str().unwrap();
     let superuser = sqlx::PgConnection::connect(&format!("postgres://postgres@{addr}/postgres"))
         .await
         .expect("a superuser slot stays free");

@@ -1,16 +1,28 @@
 //! The built-in demo service, run as `emu demo-app`: what `emu up` serves when there is no
 //! config. It follows the Cloud Run container contract: it listens on `PORT` and stops on SIGTERM.
+//!
+//! With `DATABASE_URL` and `REDIS_URL` (both optional) it is a small real service: items in
+//! PostgreSQL (`POST /items`, `GET /items`), a Redis cache in front of `GET /items/{id}`
+//! (`x-cache: hit|miss`), a Redis fixed-window rate limit on `/limited`, and a `/health` that
+//! checks both live and answers 503 when a configured one is down.
+
+mod items;
+mod state;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Query;
-use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub use state::{DemoConfig, DemoConfigError, DemoState, MIGRATOR};
 
 /// Version reported by `/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -24,14 +36,31 @@ struct Millis {
 /// Longest `/work` or `/cpu` a caller may ask for: enough for timeout tests, not a way to hang.
 const MAX_MS: u64 = 3_600_000;
 
-/// The demo's routes.
+/// The demo's routes, with dependencies from the environment (`DATABASE_URL`, `REDIS_URL`, …;
+/// see [`DemoConfig`]). A bad setting is logged and that dependency left out. Call inside a
+/// tokio runtime.
 pub fn app() -> Router {
+    let state = DemoConfig::from_env()
+        .and_then(DemoState::new)
+        .unwrap_or_else(|e| {
+            tracing::error!("demo settings: {e}; running without database and Redis");
+            DemoState::without_backends()
+        });
+    app_with(state)
+}
+
+/// The demo's routes over `state` (tests build the state from explicit URLs).
+pub fn app_with(state: DemoState) -> Router {
     Router::new()
         .route("/", get(hello))
         .route("/health", get(health))
         .route("/work", get(work))
         .route("/cpu", get(cpu))
         .route("/debug/request", get(debug_request))
+        .route("/items", post(items::create).get(items::list))
+        .route("/items/{id}", get(items::get_one))
+        .route("/limited", get(items::limited))
+        .with_state(state)
 }
 
 async fn hello() -> String {
@@ -39,12 +68,51 @@ async fn hello() -> String {
     format!("Hello from {service}!\n")
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "service": std::env::var("K_SERVICE").unwrap_or_else(|_| "demo".into()),
+/// Checks each configured dependency live (pool acquire + `SELECT 1`, Redis PING, each bounded
+/// by a short timeout); 503 when one is down. An unconfigured one is reported, never a failure.
+async fn health(State(state): State<DemoState>) -> Response {
+    let s = &state.0;
+    let database = match &s.db {
+        None => "not_configured",
+        Some(pool) => {
+            let ok = tokio::time::timeout(state::DEP_TIMEOUT, async {
+                let mut c = pool.acquire().await?;
+                sqlx::query("SELECT 1").execute(&mut *c).await
+            })
+            .await;
+            if matches!(ok, Ok(Ok(_))) {
+                "connected"
+            } else {
+                "disconnected"
+            }
+        }
+    };
+    let redis = match &s.redis {
+        None => "not_configured",
+        Some(r) => {
+            let pong = r
+                .run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+                .await;
+            if pong.is_ok() {
+                "connected"
+            } else {
+                "disconnected"
+            }
+        }
+    };
+    let healthy = database != "disconnected" && redis != "disconnected";
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "service": s.cfg.service,
         "version": VERSION,
-    }))
+        "dependencies": { "database": database, "redis": redis },
+    });
+    (code, Json(body)).into_response()
 }
 
 /// Answers after `ms` milliseconds without using CPU: a request that holds a concurrency slot.
@@ -111,10 +179,26 @@ pub async fn run() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("PORT={p:?} is not a port number"))?,
         Err(_) => 8080,
     };
+    let cfg = DemoConfig::from_env()?;
+    let state = DemoState::new(cfg)?;
+    state.migrate_in_background();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app())
-        .with_graceful_shutdown(crate::shutdown_signal())
-        .await?;
+    serve(listener, app_with(state), crate::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with the peer address available
+/// to handlers (the rate limit keys on it when there is no `x-forwarded-for`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -32,6 +32,8 @@ pub enum Cmd {
     Status(StatusArgs),
     /// Run the built-in demo service (what `emu up` runs with no config).
     DemoApp,
+    /// Stop the emu running in this folder (from another shell), like Ctrl-C there.
+    Down(DownArgs),
     /// Simulate a service under a load with the same autoscaler, offline: instances, cold starts,
     /// queueing and 429s per second.
     Simulate(crate::simulate_cli::SimulateArgs),
@@ -51,6 +53,10 @@ pub struct UpArgs {
     /// The front door's address (loopback by default).
     #[arg(long, value_name = "IP")]
     pub host: Option<std::net::IpAddr>,
+    /// PostgreSQL and Redis for every service: auto (Docker, else installed servers), docker,
+    /// native, external (url in emu.toml) or none. Default: what emu.toml says; auto for the demo.
+    #[arg(long, value_name = "MODE")]
+    pub backends: Option<crate::backends::Mode>,
     /// Request log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -60,6 +66,14 @@ pub struct UpArgs {
     /// What each instance runs (with -f): the words after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also remove the backends' data: PostgreSQL and Redis under .emu/, or emu's Docker
+    /// containers and volumes for this folder.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +117,22 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Cmd::Up(args) => run_up(args).await,
         Cmd::Status(args) => run_status(args).await,
+        Cmd::Down(args) => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            match crate::backends::down(&cwd, args.volumes).await {
+                Ok(report) => {
+                    print!("{report}");
+                    if !report.ends_with('\n') && !report.is_empty() {
+                        println!();
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("emu down: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Simulate(args) => match crate::simulate_cli::run(&args) {
             Ok(out) => {
                 print!("{out}");
@@ -166,6 +196,14 @@ pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
     if let Some(h) = args.host {
         cfg.frontdoor.host = h;
     }
+    if let Some(mode) = args.backends {
+        let mut pg = cfg.postgres.take().unwrap_or_default();
+        pg.mode = mode;
+        cfg.postgres = Some(pg);
+        let mut redis = cfg.redis.take().unwrap_or_default();
+        redis.mode = mode;
+        cfg.redis = Some(redis);
+    }
     Ok(cfg)
 }
 
@@ -195,14 +233,92 @@ async fn run_up(args: UpArgs) -> ExitCode {
     let shutdown = CancellationToken::new();
     let project_dir = cfg.project_dir.clone();
     let names: Vec<String> = cfg.services.iter().map(|s| s.name.clone()).collect();
+    let listeners = match up::bind(&cfg).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("emu: {e}");
+            return ExitCode::from(1);
+        }
+    };
+
+    // Backends are up and healthy before the first instance starts.
+    let off = |m| crate::backends::Mode::None.eq(&m);
+    let plan = crate::backends::BackendsPlan {
+        postgres: cfg
+            .postgres
+            .clone()
+            .unwrap_or(crate::backends::PostgresConfig {
+                mode: crate::backends::Mode::None,
+                ..Default::default()
+            }),
+        redis: cfg.redis.clone().unwrap_or(crate::backends::RedisConfig {
+            mode: crate::backends::Mode::None,
+            ..Default::default()
+        }),
+        project_dir: project_dir.clone(),
+        databases: cfg
+            .services
+            .iter()
+            .filter_map(|s| s.database.clone())
+            .collect(),
+    };
+    let wants_backends = !off(plan.postgres.mode) || !off(plan.redis.mode);
+    if wants_backends {
+        eprintln!(
+            "emu: starting backends (postgres: {}, redis: {})",
+            plan.postgres.mode, plan.redis.mode
+        );
+    }
+    let backends = match crate::backends::start(plan).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("emu: {e}");
+            return ExitCode::from(if matches!(e, crate::backends::BackendError::Config(_)) {
+                2
+            } else {
+                1
+            });
+        }
+    };
+    let mut service_env = std::collections::HashMap::new();
+    for s in &cfg.services {
+        let mut env = Vec::new();
+        if let Some(url) = backends.database_url(s.database.as_deref()) {
+            env.push((s.database_env.clone(), url));
+        }
+        if let Some(url) = backends.redis_url() {
+            env.push((s.redis_env.clone(), url));
+        }
+        service_env.insert(s.name.clone(), env);
+    }
+    let backends_status = backends.status();
+    if wants_backends {
+        for store in ["postgres", "redis"] {
+            let st = &backends_status[store];
+            match st["url"].as_str() {
+                Some(url) => eprintln!(
+                    "emu: {store} ({}) at {url}",
+                    st["mode"].as_str().unwrap_or("?")
+                ),
+                None => {
+                    if let Some(why) = st["reason"].as_str().or(st["state"].as_str()) {
+                        eprintln!("emu: {store} off: {why}");
+                    }
+                }
+            }
+        }
+    }
     let opts = UpOptions {
         logger,
+        service_env,
+        backends_status,
         ..UpOptions::default()
     };
-    let running = match up::start(cfg, opts, shutdown.clone()).await {
+    let running = match up::start_with(listeners, cfg, opts, shutdown.clone()).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("emu: {e}");
+            backends.stop().await;
             return ExitCode::from(1);
         }
     };
@@ -218,6 +334,8 @@ async fn run_up(args: UpArgs) -> ExitCode {
     eprintln!("emu: shutting down: finishing in-flight requests, then stopping instances");
     shutdown.cancel();
     running.wait().await;
+    // Backends stop after the last instance.
+    backends.stop().await;
     up::clear_state(&project_dir);
     eprintln!("emu: stopped");
     ExitCode::SUCCESS

@@ -23,8 +23,10 @@ use crate::telemetry::RequestLogger;
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub logger: RequestLogger,
-    /// Env given to every instance (the backends' URLs).
-    pub extra_env: Vec<(String, String)>,
+    /// Env given to each service's instances (the backends' URLs), by service name.
+    pub service_env: std::collections::HashMap<String, Vec<(String, String)>>,
+    /// The backends' status for `/_emu/status`.
+    pub backends_status: serde_json::Value,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
 }
@@ -33,7 +35,8 @@ impl Default for UpOptions {
     fn default() -> Self {
         UpOptions {
             logger: RequestLogger::off(),
-            extra_env: Vec::new(),
+            service_env: Default::default(),
+            backends_status: serde_json::Value::Null,
             drain: Duration::from_secs(30),
         }
     }
@@ -71,12 +74,15 @@ impl Running {
     }
 }
 
-/// Binds and starts everything; returns once the front door listens. Cancelling `shutdown` stops it.
-pub async fn start(
-    cfg: Config,
-    opts: UpOptions,
-    shutdown: CancellationToken,
-) -> Result<Running, UpError> {
+/// The front door's sockets, bound before anything else starts so a taken port fails fast.
+#[derive(Debug)]
+pub struct Listeners {
+    main: TcpListener,
+    own: Vec<(String, TcpListener)>,
+}
+
+/// Binds the main port and each service's own port.
+pub async fn bind(cfg: &Config) -> Result<Listeners, UpError> {
     let main_addr = SocketAddr::new(cfg.frontdoor.host, cfg.frontdoor.port);
     let main = TcpListener::bind(main_addr)
         .await
@@ -84,10 +90,6 @@ pub async fn start(
             addr: main_addr,
             source,
         })?;
-    let addr = main.local_addr().map_err(|source| UpError::Bind {
-        addr: main_addr,
-        source,
-    })?;
     let mut own = Vec::new();
     for s in &cfg.services {
         if let Some(p) = s.port {
@@ -98,7 +100,32 @@ pub async fn start(
             own.push((s.name.clone(), l));
         }
     }
+    Ok(Listeners { main, own })
+}
 
+/// Binds and starts everything; returns once the front door listens. Cancelling `shutdown` stops it.
+pub async fn start(
+    cfg: Config,
+    opts: UpOptions,
+    shutdown: CancellationToken,
+) -> Result<Running, UpError> {
+    let listeners = bind(&cfg).await?;
+    start_with(listeners, cfg, opts, shutdown).await
+}
+
+/// Starts everything on sockets from [`bind`].
+pub async fn start_with(
+    listeners: Listeners,
+    cfg: Config,
+    opts: UpOptions,
+    shutdown: CancellationToken,
+) -> Result<Running, UpError> {
+    let Listeners { main, own } = listeners;
+    let main_addr = SocketAddr::new(cfg.frontdoor.host, cfg.frontdoor.port);
+    let addr = main.local_addr().map_err(|source| UpError::Bind {
+        addr: main_addr,
+        source,
+    })?;
     let events = Arc::new(Events::default());
     let services: Vec<Arc<ServiceRuntime>> = cfg
         .services
@@ -111,7 +138,7 @@ pub async fn start(
         events: events.clone(),
         port: addr.port(),
         started_ms: unix_ms(),
-        backends: parking_lot::Mutex::new(serde_json::Value::Null),
+        backends: parking_lot::Mutex::new(opts.backends_status.clone()),
     });
     let fd = FrontDoor::new(services.clone(), opts.logger.clone(), admin.clone());
 
@@ -120,7 +147,12 @@ pub async fn start(
     let mut scalers = Vec::new();
     for svc in &services {
         let (tx, rx) = mpsc::channel(16);
-        let sup = Supervisor::new(svc.clone(), events.clone(), opts.extra_env.clone());
+        let env = opts
+            .service_env
+            .get(&svc.spec.name)
+            .cloned()
+            .unwrap_or_default();
+        let sup = Supervisor::new(svc.clone(), events.clone(), env);
         supervisors.push(tokio::spawn(sup.run(rx, workers.clone())));
         scalers.push(tokio::spawn(crate::scaler::run(
             svc.clone(),

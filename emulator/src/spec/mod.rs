@@ -77,10 +77,10 @@ pub struct Config {
     pub project_dir: PathBuf,
     pub frontdoor: FrontdoorSettings,
     pub services: Vec<ServiceSpec>,
-    /// The `[postgres]` section, as written (validated by the backends).
-    pub postgres: Option<toml::Value>,
-    /// The `[redis]` section, as written (validated by the backends).
-    pub redis: Option<toml::Value>,
+    /// The `[postgres]` section (None: no PostgreSQL unless `--backends` asks for one).
+    pub postgres: Option<crate::backends::PostgresConfig>,
+    /// The `[redis]` section (None: no Redis unless `--backends` asks for one).
+    pub redis: Option<crate::backends::RedisConfig>,
     /// Things the spec says that emu does not model, listed once at start.
     pub warnings: Vec<String>,
 }
@@ -628,8 +628,10 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         project_dir: project_dir.to_path_buf(),
         frontdoor: FrontdoorSettings::default(),
         services: vec![service],
-        postgres: None,
-        redis: None,
+        // The demo stands for a service with Cloud SQL and Memorystore: real ones when they can
+        // be had (Docker, or installed servers), else it runs without them.
+        postgres: Some(crate::backends::PostgresConfig::default()),
+        redis: Some(crate::backends::RedisConfig::default()),
         warnings: Vec::new(),
     }
 }

@@ -19,8 +19,8 @@ struct File {
     emu: Option<EmuSection>,
     #[serde(default)]
     service: Vec<ServiceToml>,
-    postgres: Option<toml::Value>,
-    redis: Option<toml::Value>,
+    postgres: Option<crate::backends::PostgresConfig>,
+    redis: Option<crate::backends::RedisConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +210,22 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
         services.push(validate_service(raw, path, &at, &[])?);
     }
 
+    let issue = [
+        file.postgres.as_ref().map(|p| p.validate()),
+        file.redis.as_ref().map(|r| r.validate()),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(Result::err);
+    if let Some(issue) = issue {
+        let (section, key) = issue
+            .key
+            .split_once('.')
+            .unwrap_or((issue.key.as_str(), ""));
+        let line = section_key_line(src, section, key);
+        return Err(SpecError::new(path, line, issue.to_string()));
+    }
+
     let cfg = Config {
         source: path.to_path_buf(),
         project_dir,
@@ -221,6 +237,27 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
     };
     check_config(&cfg)?;
     Ok(cfg)
+}
+
+/// The line of `key` in the `[section]` table (or of the header when the key is not there).
+fn section_key_line(src: &str, section: &str, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = src.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == format!("[{section}]"))?;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if !key.is_empty()
+            && t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
 }
 
 fn probe(

@@ -42,8 +42,11 @@ const SILENT: &[&str] = &[
 
 /// Annotations on the revision template that emu models.
 fn annotation_is_modelled(key: &str) -> bool {
-    key.starts_with("autoscaling.knative.dev/") || key.starts_with("emu.dev/")
+    key.starts_with("autoscaling.knative.dev/") || key.starts_with("emu.dev/") || key == CLOUDSQL
 }
+
+/// A service that connects to Cloud SQL gets a local PostgreSQL.
+const CLOUDSQL: &str = "run.googleapis.com/cloudsql-instances";
 
 /// Validates the text of a service YAML read from `path`.
 pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, SpecError> {
@@ -179,6 +182,16 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     raw.autoscaling = annotations
         .iter()
         .filter(|(k, _)| k.starts_with("autoscaling.knative.dev/") || k.starts_with("emu.dev/"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "emu.dev/cold-start"
+                    | "emu.dev/queue-timeout"
+                    | "emu.dev/port"
+                    | "emu.dev/database"
+                    | "emu.dev/autoscaling-profile"
+            )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
@@ -303,7 +316,9 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         project_dir,
         frontdoor: FrontdoorSettings::default(),
         services: vec![service],
-        postgres: None,
+        postgres: annotations
+            .contains_key(CLOUDSQL)
+            .then(crate::backends::PostgresConfig::default),
         redis: None,
         warnings: warnings
             .into_iter()

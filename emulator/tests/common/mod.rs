@@ -136,6 +136,11 @@ impl Emu {
         }
     }
 
+    /// Hands back the project folder (to start emu again in it); stops emu first if needed.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }

@@ -15,6 +15,7 @@ pub mod instances;
 pub mod model;
 pub mod proc;
 pub mod scaler;
+pub mod secrets;
 pub mod service;
 pub mod simulate_cli;
 pub mod spec;

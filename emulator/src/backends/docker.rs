@@ -397,6 +397,8 @@ pub struct InstanceOptions {
     /// `--memory` (e.g. "512m") and `--cpus` (e.g. "1"), from the service's limits.
     pub memory: Option<String>,
     pub cpus: Option<String>,
+    /// `-v HOST:CONTAINER:ro` read-only mounts (secret files at their declared paths).
+    pub mounts: Vec<(std::path::PathBuf, String)>,
     /// `--network host` (Linux): the instance shares the host's network, so loopback URLs of
     /// native backends work unchanged. No port is published; `PORT` is a free host port and
     /// [`DockerInstance::host_port`] returns it.
@@ -563,6 +565,10 @@ pub fn run_args(
     if let Some(n) = opts.network.as_ref().filter(|_| !opts.host_network) {
         args.push("--network".into());
         args.push(n.clone());
+    }
+    for (host, container) in &opts.mounts {
+        args.push("-v".into());
+        args.push(format!("{}:{container}:ro", host.display()));
     }
     if opts.host_gateway {
         args.push("--add-host".into());

@@ -249,7 +249,7 @@ impl InstanceLife {
             () = tokio::time::sleep(self.delay) => {},
             () = self.stop.cancelled() => return self.finish(Ended::Stopped, None),
         }
-        let mut running = match runner::start(spec, &self.slot.id, &self.extra_env).await {
+        let mut running = match runner::start(spec, &self.slot.id, &self.extra_env, &[]).await {
             Ok(r) => r,
             Err(e) => {
                 let why = e.to_string();

@@ -60,26 +60,34 @@ pub enum Running {
     },
     /// Slots modelled in front of one address the user runs; nothing to start or stop.
     Upstream { authority: Authority },
+    /// A container (`docker run`), sharing the host's network so loopback backends work.
+    Container {
+        instance: Option<crate::backends::docker::DockerInstance>,
+        authority: Authority,
+        name: String,
+    },
 }
 
 impl Running {
     pub fn authority(&self) -> &Authority {
         match self {
-            Running::Process { authority, .. } | Running::Upstream { authority } => authority,
+            Running::Process { authority, .. }
+            | Running::Upstream { authority }
+            | Running::Container { authority, .. } => authority,
         }
     }
 
     pub fn pid(&self) -> Option<u32> {
         match self {
             Running::Process { pid, .. } => Some(*pid),
-            Running::Upstream { .. } => None,
+            Running::Upstream { .. } | Running::Container { .. } => None,
         }
     }
 
     pub fn tail(&self) -> Vec<String> {
         match self {
             Running::Process { tail, .. } => tail.lines(),
-            Running::Upstream { .. } => Vec::new(),
+            Running::Upstream { .. } | Running::Container { .. } => Vec::new(),
         }
     }
 
@@ -88,6 +96,19 @@ impl Running {
         match self {
             Running::Process { child, .. } => child.wait().await,
             Running::Upstream { .. } => std::future::pending().await,
+            Running::Container { name, .. } => {
+                // `docker wait` returns when the container stops, printing its exit code.
+                let out = Command::new("docker")
+                    .args(["wait", name.as_str()])
+                    .output()
+                    .await?;
+                let code: i32 = String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(1);
+                use std::os::unix::process::ExitStatusExt;
+                Ok(ExitStatus::from_raw(code << 8))
+            }
         }
     }
 
@@ -133,6 +154,7 @@ pub async fn start(
     spec: &ServiceSpec,
     id: &str,
     extra_env: &[(String, String)],
+    secret_mounts: &[(std::path::PathBuf, String)],
 ) -> Result<Running, StartError> {
     match &spec.runner {
         RunnerSpec::Upstream { url } => {
@@ -142,10 +164,41 @@ pub async fn start(
                 .ok_or_else(|| StartError::Unsupported(format!("upstream {url} has no host")))?;
             Ok(Running::Upstream { authority })
         }
-        RunnerSpec::Container { image } => Err(StartError::Unsupported(format!(
-            "service {} runs image {image:?}: container instances need a Docker engine, and none answers here. Run a local command instead: `emu up -f FILE -- CMD ARGS…`, or `command = [...]` in emu.toml",
-            spec.name
-        ))),
+        RunnerSpec::Container { image } => {
+            use crate::backends::docker::{docker_available, DockerInstance, InstanceOptions};
+            if !docker_available().await {
+                return Err(StartError::Unsupported(format!(
+                    "service {} runs image {image:?}: container instances need a Docker engine, and none answers here. Run a local command instead: `emu up -f FILE -- CMD ARGS…`, or `command = [...]` in emu.toml",
+                    spec.name
+                )));
+            }
+            let mut env: Vec<(String, String)> = extra_env.to_vec();
+            env.extend(spec.env.iter().cloned());
+            // PORT is chosen by the runner (host network); the rest of the contract is ours.
+            env.extend(
+                contract_env(spec, 0)
+                    .into_iter()
+                    .filter(|(k, _)| k != "PORT"),
+            );
+            let name = format!("emu-{id}-{}", std::process::id());
+            let opts = InstanceOptions {
+                host_network: true,
+                mounts: secret_mounts.to_vec(),
+                ..InstanceOptions::default()
+            };
+            let instance =
+                DockerInstance::start_with(image, &env, spec.container_port, &name, &opts)
+                    .await
+                    .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            let authority =
+                Authority::try_from(format!("127.0.0.1:{}", instance.host_port()).as_str())
+                    .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            Ok(Running::Container {
+                instance: Some(instance),
+                authority,
+                name,
+            })
+        }
         RunnerSpec::Process { command } => {
             let port = free_port().map_err(StartError::Port)?;
             let mut cmd = Command::new(&command[0]);

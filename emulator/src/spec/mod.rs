@@ -81,8 +81,33 @@ pub struct Config {
     pub postgres: Option<crate::backends::PostgresConfig>,
     /// The `[redis]` section (None: no Redis unless `--backends` asks for one).
     pub redis: Option<crate::backends::RedisConfig>,
+    /// The local secret store (`[secrets]`).
+    pub secrets: BTreeMap<String, crate::secrets::SecretSource>,
+    /// Jobs (`[[job]]` or a Cloud Run Job YAML).
+    pub jobs: Vec<JobSpec>,
     /// Things the spec says that emu does not model, listed once at start.
     pub warnings: Vec<String>,
+}
+
+/// A Cloud Run job: tasks that run to completion (a migration, a batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    pub command: Vec<String>,
+    /// `taskCount`: how many tasks an execution runs (1..=10000).
+    pub tasks: u32,
+    /// How many tasks run at once (0 = all).
+    pub parallelism: u32,
+    /// Retries per failed task (Cloud Run's default 3, at most 10).
+    pub max_retries: u32,
+    /// Per-task timeout (Cloud Run's default 10 minutes, at most 168 h).
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+    pub secrets: crate::secrets::SecretUse,
+    pub database: Option<String>,
+    pub database_env: String,
+    pub redis_env: String,
+    pub workdir: Option<PathBuf>,
 }
 
 /// The front door's listener and logging.
@@ -141,6 +166,10 @@ pub struct ServiceSpec {
     pub redis_env: String,
     /// Working directory for process instances.
     pub workdir: Option<PathBuf>,
+    /// Secrets as env vars and files.
+    pub secrets: crate::secrets::SecretUse,
+    /// Jobs that must succeed before this service starts (migrations).
+    pub depends_on: Vec<String>,
 }
 
 /// How an instance is run.
@@ -231,6 +260,8 @@ pub(crate) struct RawService {
     pub database_env: Option<String>,
     pub redis_env: Option<String>,
     pub workdir: Option<PathBuf>,
+    pub secrets: crate::secrets::SecretUse,
+    pub depends_on: Vec<String>,
 }
 
 /// Finds the line of a field, for error messages.
@@ -483,6 +514,8 @@ pub(crate) fn validate_service(
         database_env: raw.database_env.unwrap_or_else(|| "DATABASE_URL".into()),
         redis_env: raw.redis_env.unwrap_or_else(|| "REDIS_URL".into()),
         workdir: raw.workdir,
+        secrets: raw.secrets,
+        depends_on: raw.depends_on,
     })
 }
 
@@ -622,6 +655,8 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         database_env: "DATABASE_URL".into(),
         redis_env: "REDIS_URL".into(),
         workdir: None,
+        secrets: Default::default(),
+        depends_on: Vec::new(),
     };
     Config {
         source: PathBuf::from("(built-in demo)"),
@@ -632,12 +667,14 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         // be had (Docker, or installed servers), else it runs without them.
         postgres: Some(crate::backends::PostgresConfig::default()),
         redis: Some(crate::backends::RedisConfig::default()),
+        secrets: BTreeMap::new(),
+        jobs: Vec::new(),
         warnings: Vec::new(),
     }
 }
 
 /// Checks what spans services: unique names and ports.
-pub(crate) fn check_config(cfg: &Config) -> Result<(), SpecError> {
+pub fn check_config(cfg: &Config) -> Result<(), SpecError> {
     let mut names = std::collections::HashSet::new();
     let mut ports = std::collections::HashSet::new();
     ports.insert(cfg.frontdoor.port);

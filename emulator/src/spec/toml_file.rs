@@ -21,6 +21,29 @@ struct File {
     service: Vec<ServiceToml>,
     postgres: Option<crate::backends::PostgresConfig>,
     redis: Option<crate::backends::RedisConfig>,
+    #[serde(default)]
+    secrets: BTreeMap<String, crate::secrets::SecretSource>,
+    #[serde(default)]
+    job: Vec<JobToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobToml {
+    name: String,
+    command: Command,
+    tasks: Option<u32>,
+    parallelism: Option<u32>,
+    max_retries: Option<u32>,
+    timeout: Option<DurationField>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    database: Option<String>,
+    database_env: Option<String>,
+    redis_env: Option<String>,
+    workdir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +86,12 @@ struct ServiceToml {
     database_env: Option<String>,
     redis_env: Option<String>,
     workdir: Option<String>,
+    /// `ENV = "secret:version"` or `"/path/file" = "secret:version"`, as gcloud's --set-secrets.
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    /// Jobs that must succeed before this service starts.
+    #[serde(default)]
+    depends_on: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +234,8 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
             database_env: s.database_env.clone(),
             redis_env: s.redis_env.clone(),
             workdir: s.workdir.as_ref().map(|w| project_dir.join(w)),
+            secrets: secret_use(&s.secrets, path, &at)?,
+            depends_on: s.depends_on.clone(),
             name: s.name,
         };
         services.push(validate_service(raw, path, &at, &[])?);
@@ -226,6 +257,12 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
         return Err(SpecError::new(path, line, issue.to_string()));
     }
 
+    let mut jobs = Vec::new();
+    for (i, j) in file.job.into_iter().enumerate() {
+        let at = |key: &str| toml_key_line(src, "job", i, key);
+        jobs.push(job_spec(j, path, &project_dir, &at)?);
+    }
+
     let cfg = Config {
         source: path.to_path_buf(),
         project_dir,
@@ -233,10 +270,104 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
         services,
         postgres: file.postgres,
         redis: file.redis,
+        secrets: file.secrets,
+        jobs,
         warnings: Vec::new(),
     };
     check_config(&cfg)?;
     Ok(cfg)
+}
+
+fn secret_use(
+    map: &BTreeMap<String, String>,
+    path: &Path,
+    at: &dyn Fn(&str) -> Option<usize>,
+) -> Result<crate::secrets::SecretUse, SpecError> {
+    let mut uses = crate::secrets::SecretUse::default();
+    for (target, reference) in map {
+        if super::limits::RESERVED_ENV.contains(&target.as_str()) {
+            return Err(SpecError::new(
+                path,
+                at(target),
+                format!("The following reserved env names were provided: {target}. These values are automatically set by the system."),
+            ));
+        }
+        uses.add(target, reference)
+            .map_err(|m| SpecError::new(path, at(target), format!("secrets: {m}")))?;
+    }
+    Ok(uses)
+}
+
+fn job_spec(
+    j: JobToml,
+    path: &Path,
+    project_dir: &Path,
+    at: &dyn Fn(&str) -> Option<usize>,
+) -> Result<super::JobSpec, SpecError> {
+    let err = |field: &str, msg: String| SpecError::new(path, at(field), msg);
+    if !super::is_dns_label(&j.name) {
+        return Err(err("name", format!("job name {:?} is not valid: lowercase letters, digits and '-', starting with a letter", j.name)));
+    }
+    let command = match j.command {
+        Command::Argv(v) if !v.is_empty() && !v[0].trim().is_empty() => v,
+        Command::Shell(line) if !line.trim().is_empty() => {
+            vec!["/bin/sh".into(), "-c".into(), format!("exec {line}")]
+        }
+        _ => {
+            return Err(err(
+                "command",
+                "command is empty: give the program and its arguments".into(),
+            ))
+        }
+    };
+    let tasks = j.tasks.unwrap_or(1);
+    if !(1..=10_000).contains(&tasks) {
+        return Err(err(
+            "tasks",
+            format!("tasks = {tasks} is out of range: Cloud Run allows 1 to 10000"),
+        ));
+    }
+    let max_retries = j.max_retries.unwrap_or(3);
+    if max_retries > 10 {
+        return Err(err(
+            "max_retries",
+            format!("max_retries = {max_retries} is out of range: Cloud Run allows 0 to 10"),
+        ));
+    }
+    let timeout = match &j.timeout {
+        None => std::time::Duration::from_secs(600),
+        Some(d) => d
+            .to_duration()
+            .map_err(|m| err("timeout", format!("timeout: {m}")))?,
+    };
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(168 * 3600) {
+        return Err(err(
+            "timeout",
+            "task timeout is out of range: Cloud Run allows 1 s to 168 h".into(),
+        ));
+    }
+    for k in j.env.keys() {
+        if super::limits::RESERVED_ENV.contains(&k.as_str()) || k.starts_with("CLOUD_RUN_") {
+            return Err(err(
+                k,
+                format!("{k} is set by Cloud Run for a job's tasks: remove it from env"),
+            ));
+        }
+    }
+    Ok(super::JobSpec {
+        name: j.name,
+        command,
+        tasks,
+        parallelism: j.parallelism.unwrap_or(0),
+        max_retries,
+        timeout,
+        env: j.env.into_iter().collect(),
+        secrets: secret_use(&j.secrets, path, at)?,
+        database: j.database,
+        database_env: j.database_env.unwrap_or_else(|| "DATABASE_URL".into()),
+        redis_env: j.redis_env.unwrap_or_else(|| "REDIS_URL".into()),
+        workdir: j.workdir.map(|w| project_dir.join(w)),
+    })
 }
 
 /// The line of `key` in the `[section]` table (or of the header when the key is not there).

@@ -69,11 +69,8 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
 
     let api = str_at(root, "apiVersion").unwrap_or_default();
     let kind = str_at(root, "kind").unwrap_or_default();
-    if kind == "Job" || api.starts_with("run.googleapis.com") {
-        return Err(err(
-            &["kind:"],
-            format!("this is a Cloud Run {kind} ({api}), not a service: `emu up -f` takes a serving.knative.dev/v1 Service"),
-        ));
+    if kind == "Job" && api.starts_with("run.googleapis.com") {
+        return parse_job(root, path, command, &at);
     }
     if kind != "Service" || !api.starts_with("serving.knative.dev/") {
         return Err(err(
@@ -97,6 +94,8 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         "spec.template.spec.containers[].image",
         "spec.template.spec.containers[].ports[].containerPort",
         "spec.template.spec.containers[].env",
+        "spec.template.spec.containers[].volumeMounts",
+        "spec.template.spec.volumes",
         "spec.template.spec.containers[].startupProbe",
         "spec.template.spec.containers[].livenessProbe",
         "spec.traffic",
@@ -252,12 +251,81 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
             };
             if let Some(v) = e.get("value") {
                 raw.env.push((n.to_string(), scalar(v).unwrap_or_default()));
-            } else if e.get("valueFrom").is_some() {
-                warnings.push(format!("env {n} comes from a secret (valueFrom): not set (secrets are not modelled yet)"));
+            } else if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
+                let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                let version = r
+                    .get("key")
+                    .and_then(scalar)
+                    .unwrap_or_else(|| "latest".into());
+                raw.secrets
+                    .add(n, &format!("{name}:{version}"))
+                    .map_err(|m| err(&["env:", &format!("name: {n}")], format!("env {n}: {m}")))?;
             } else {
                 raw.env.push((n.to_string(), String::new()));
             }
         }
+    }
+    // Secret volumes: `volumes[].secret` mounted by `volumeMounts[]` at a path.
+    if let Some(mounts) = c.get("volumeMounts").and_then(Value::as_sequence) {
+        let volumes = tspec
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        for m in mounts {
+            let vname = m.get("name").and_then(Value::as_str).unwrap_or("");
+            let mount_path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+            let vol = volumes
+                .iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(vname));
+            let Some(secret) = vol.and_then(|v| v.get("secret")) else {
+                unmodelled.push(format!(
+                    "spec.template.spec.volumes[{vname}] (not a secret volume)"
+                ));
+                continue;
+            };
+            let secret_name = secret
+                .get("secretName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let items = secret
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
+            let base = mount_path.trim_end_matches('/');
+            if items.is_empty() {
+                raw.secrets
+                    .add(
+                        &format!("{base}/{secret_name}"),
+                        &format!("{secret_name}:latest"),
+                    )
+                    .map_err(|m| err(&["volumeMounts:"], m))?;
+            }
+            for it in items {
+                let version = it
+                    .get("key")
+                    .and_then(scalar)
+                    .unwrap_or_else(|| "latest".into());
+                let file = it
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or(secret_name);
+                raw.secrets
+                    .add(
+                        &format!("{base}/{file}"),
+                        &format!("{secret_name}:{version}"),
+                    )
+                    .map_err(|m| err(&["volumeMounts:"], m))?;
+            }
+        }
+    }
+    if let Some(d) = annotations.get("emu.dev/depends-on") {
+        raw.depends_on = d
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     raw.startup_probe = yaml_probe(c.get("startupProbe"), true, &|m| err(&["startupProbe:"], m))?;
     raw.liveness_probe = yaml_probe(c.get("livenessProbe"), false, &|m| {
@@ -320,6 +388,8 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
             .contains_key(CLOUDSQL)
             .then(crate::backends::PostgresConfig::default),
         redis: None,
+        secrets: BTreeMap::new(),
+        jobs: Vec::new(),
         warnings: warnings
             .into_iter()
             .map(|w| format!("{}: {w}", path.display()))
@@ -327,6 +397,129 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     };
     check_config(&cfg)?;
     Ok(cfg)
+}
+
+/// A Cloud Run Job (`run.googleapis.com/v1`, kind `Job`): its tasks run the container's
+/// `command` + `args` locally (or `command`, the words after `--`, when given).
+fn parse_job(
+    root: &Mapping,
+    path: &Path,
+    command: &[String],
+    at: &dyn Fn(&[&str]) -> Option<usize>,
+) -> Result<Config, SpecError> {
+    let err = |needles: &[&str], msg: String| SpecError::new(path, at(needles), msg);
+    let name = map_at(root, "metadata")
+        .and_then(|m| str_at(m, "name"))
+        .ok_or_else(|| {
+            err(
+                &["metadata:"],
+                "metadata.name is missing: the job needs a name".into(),
+            )
+        })?;
+    let exec = map_at(root, "spec")
+        .and_then(|s| map_at(s, "template"))
+        .and_then(|t| map_at(t, "spec"))
+        .ok_or_else(|| err(&["spec:"], "spec.template.spec is missing".into()))?;
+    let task = map_at(exec, "template")
+        .and_then(|t| map_at(t, "spec"))
+        .ok_or_else(|| {
+            err(
+                &["template:"],
+                "spec.template.spec.template.spec is missing".into(),
+            )
+        })?;
+    let c = task
+        .get("containers")
+        .and_then(Value::as_sequence)
+        .and_then(|c| c.first())
+        .and_then(Value::as_mapping)
+        .ok_or_else(|| err(&["containers:"], "the job has no container".into()))?;
+    let mut argv: Vec<String> = command.to_vec();
+    if argv.is_empty() {
+        for k in ["command", "args"] {
+            if let Some(seq) = c.get(k).and_then(Value::as_sequence) {
+                argv.extend(seq.iter().filter_map(scalar));
+            }
+        }
+    }
+    if argv.is_empty() {
+        return Err(err(&["containers:"], format!("job {name} has no command to run locally: give `command` in the YAML or run `emu job run -f FILE -- CMD ARGS…`")));
+    }
+    let mut env = Vec::new();
+    let mut secrets = crate::secrets::SecretUse::default();
+    if let Some(list) = c.get("env").and_then(Value::as_sequence) {
+        for e in list {
+            let Some(n) = e.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
+                let sname = r.get("name").and_then(Value::as_str).unwrap_or("");
+                let version = r
+                    .get("key")
+                    .and_then(scalar)
+                    .unwrap_or_else(|| "latest".into());
+                secrets
+                    .add(n, &format!("{sname}:{version}"))
+                    .map_err(|m| err(&["env:"], m))?;
+            } else {
+                env.push((
+                    n.to_string(),
+                    e.get("value").and_then(scalar).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let int = |m: &Mapping, k: &str| match m.get(k) {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let tasks = int(exec, "taskCount").unwrap_or(1);
+    if !(1..=10_000).contains(&tasks) {
+        return Err(err(
+            &["taskCount:"],
+            format!("taskCount {tasks} is out of range: 1 to 10000"),
+        ));
+    }
+    let max_retries = int(task, "maxRetries").unwrap_or(3);
+    if !(0..=10).contains(&max_retries) {
+        return Err(err(
+            &["maxRetries:"],
+            format!("maxRetries {max_retries} is out of range: 0 to 10"),
+        ));
+    }
+    let timeout = int(task, "timeoutSeconds").unwrap_or(600);
+    if !(1..=168 * 3600).contains(&timeout) {
+        return Err(err(
+            &["timeoutSeconds:"],
+            format!("timeoutSeconds {timeout} is out of range: 1 to 604800"),
+        ));
+    }
+    let job = super::JobSpec {
+        name: name.to_string(),
+        command: argv,
+        tasks: tasks as u32,
+        parallelism: int(exec, "parallelism").unwrap_or(0).clamp(0, 10_000) as u32,
+        max_retries: max_retries as u32,
+        timeout: Duration::from_secs(timeout as u64),
+        env,
+        secrets,
+        database: None,
+        database_env: "DATABASE_URL".into(),
+        redis_env: "REDIS_URL".into(),
+        workdir: None,
+    };
+    Ok(Config {
+        source: path.to_path_buf(),
+        project_dir: std::env::current_dir().unwrap_or_else(|_| ".".into()),
+        frontdoor: FrontdoorSettings::default(),
+        services: Vec::new(),
+        postgres: None,
+        redis: None,
+        secrets: BTreeMap::new(),
+        jobs: vec![job],
+        warnings: Vec::new(),
+    })
 }
 
 /// `"2s"` or `"p50=1s,p99=5s"`.

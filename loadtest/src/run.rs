@@ -168,27 +168,20 @@ pub fn run_command(args: &RunArgs) -> i32 {
     report.verdict.exit_code()
 }
 
-/// Checks that the target answers HTTP at all (any status will do).
-async fn reachable(client: &reqwest::Client, target: &str) -> Result<(), String> {
-    match client
-        .get(format!("{target}/"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            Err(format!(
-                "target {target} is unreachable ({msg}); start the service or pass --target"
-            ))
+/// Checks that the target answers HTTP at all (any status will do) and whether it is emu.
+async fn reachable(
+    client: &reqwest::Client,
+    target: &str,
+) -> Result<Option<serde_json::Value>, String> {
+    emu::probe(client, target).await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
         }
-    }
+        format!("target {target} is unreachable ({msg}); start the service or pass --target")
+    })
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -226,8 +219,7 @@ pub async fn execute(p: &Prepared, progress: bool) -> Report {
                 None,
             )
         }
-        Ok(()) => {
-            let status = emu::detect(&client, &p.target).await;
+        Ok(status) => {
             let r = engine::run(&p.scenario, &p.target, progress).await;
             (r, status)
         }
@@ -421,7 +413,7 @@ pub fn build_report(
             sent_requests: r.sent,
             users: r.users,
             send_lag_p99_ms: record::pct_ms(&rec.send_lag, 0.99).unwrap_or(0.0),
-            send_lag_max_ms: if rec.send_lag.len() > 0 {
+            send_lag_max_ms: if !rec.send_lag.is_empty() {
                 rec.send_lag.max() as f64 / 1000.0
             } else {
                 0.0

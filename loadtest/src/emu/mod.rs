@@ -89,20 +89,25 @@ pub fn is_emu_status(body: &serde_json::Value) -> bool {
     body.as_object().is_some_and(|o| o.contains_key("emu"))
 }
 
-/// Asks `{target}/_emu/status`; `Some(status)` when the target is an emu front door.
-pub async fn detect(client: &reqwest::Client, target: &str) -> Option<serde_json::Value> {
+/// Asks `{target}/_emu/status`. `Err` when nothing answers HTTP there (the target is
+/// unreachable); `Ok(Some(status))` when the target is an emu front door; `Ok(None)` for any
+/// other HTTP answer. Probing this path rather than `/` keeps the check from waking (and
+/// cold-starting) the service before the run.
+pub async fn probe(
+    client: &reqwest::Client,
+    target: &str,
+) -> Result<Option<serde_json::Value>, reqwest::Error> {
     let url = format!("{}/_emu/status", target.trim_end_matches('/'));
     let resp = client
         .get(url)
-        .timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
         .send()
-        .await
-        .ok()?;
+        .await?;
     if resp.status().as_u16() != 200 {
-        return None;
+        return Ok(None);
     }
-    let body: serde_json::Value = resp.json().await.ok()?;
-    is_emu_status(&body).then_some(body)
+    let body: Option<serde_json::Value> = resp.json().await.ok();
+    Ok(body.filter(is_emu_status))
 }
 
 /// Fetches `{target}/_emu/events?since=<start_ms>`.

@@ -141,7 +141,7 @@ pub struct Latency {
 impl Latency {
     pub fn from_hist(h: &hdrhistogram::Histogram<u64>) -> Latency {
         let p = |q| pct_ms(h, q).unwrap_or(0.0);
-        let empty = h.len() == 0;
+        let empty = h.is_empty();
         Latency {
             count: h.len(),
             min_ms: if empty { 0.0 } else { h.min() as f64 / 1000.0 },

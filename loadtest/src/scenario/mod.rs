@@ -535,12 +535,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             "PATCH" => Method::Patch,
             "DELETE" => Method::Delete,
             "HEAD" => Method::Head,
-            other => return Err(err(
-                line,
-                format!(
+            other => {
+                return Err(err(
+                    line,
+                    format!(
                     "method {other:?} is not supported: use GET, POST, PUT, PATCH, DELETE or HEAD"
                 ),
-            )),
+                ))
+            }
         };
         if !q.path.starts_with('/') {
             return Err(err(line, format!("path {:?} must start with '/'", q.path)));

@@ -66,8 +66,8 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, String> {
         let d = humantime::parse_duration(d.trim()).map_err(|e| {
             format!("--duration {d:?} is not a duration ({e}); write it like 90s, 3m or 1h")
         })?;
-        if d < Duration::from_secs(1) {
-            return Err("--duration must be at least 1s".into());
+        if d < Duration::from_secs(1) || d > scenario::MAX_DURATION {
+            return Err("--duration must be between 1s and 30 days".into());
         }
         duration_factor = d.as_secs_f64() / original.as_secs_f64().max(1e-9);
         sc.compress_to(d);
@@ -290,7 +290,7 @@ pub fn build_report(
     if reachable && r.goose_error.is_none() && !r.interrupted {
         if achieved_ratio < MIN_ACHIEVED_RATIO {
             invalid.push(format!(
-                "achieved {achieved_rps:.1} rps over the hold, {:.1} % of the {hold_target_rps:.1} rps asked (at least {:.0} % needed): the generator or the machine could not keep up (send lag p99 {:.1} ms, {} users)",
+                "achieved {achieved_rps:.1} rps over the hold, {:.1} % of the {hold_target_rps:.1} rps asked (at least {:.0} % needed): the generator could not keep up (send lag p99 {:.1} ms with {} requests in flight at most: raise max_in_flight in the scenario if the service is slow, or use a bigger machine)",
                 achieved_ratio * 100.0,
                 MIN_ACHIEVED_RATIO * 100.0,
                 record::pct_ms(&rec.send_lag, 0.99).unwrap_or(0.0),

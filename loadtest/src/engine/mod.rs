@@ -55,23 +55,29 @@ pub struct EngineResult {
 
 /// How many goose users (= most requests in flight) a scenario gets.
 ///
-/// Enough for half a second of latency at the peak rate, at least 8; a scenario can set
-/// `max_in_flight`. More users cost a reqwest client each, so this is not unbounded.
+/// Enough for one second of latency at the peak rate (Little's law: in flight = rate ×
+/// latency), at least 16, at most 4000; a scenario can set `max_in_flight`. Each user costs a
+/// reqwest client, so this is bounded. When the service is slower than that, requests leave
+/// late: latency still counts from the intended time, and the achieved rate (by actual send
+/// time) falls, which makes the run invalid with the send lag in the reason.
 pub fn users_for(scenario: &Scenario) -> usize {
     scenario
         .max_in_flight
-        .unwrap_or_else(|| ((scenario.peak_rps() * 0.5).ceil() as usize).clamp(8, 2000))
+        .unwrap_or_else(|| (scenario.peak_rps().ceil() as usize).clamp(16, 4000))
 }
 
 struct Shared {
     schedule: Schedule,
     scenario: Scenario,
     /// Cumulative weights for picking a request.
-    cumulative: Vec<u32>,
+    cumulative: Vec<u64>,
     start: OnceLock<(Instant, SystemTime)>,
     next: AtomicU64,
     sent: AtomicU64,
-    exhausted: AtomicBool,
+    /// Slots claimed and not yet recorded (sleeping until due, or in flight).
+    open: AtomicU64,
+    /// Every slot was sent and answered; we ended goose, not Ctrl-C.
+    completed: AtomicBool,
     recorder: Mutex<Recorder>,
 }
 
@@ -91,13 +97,31 @@ impl Shared {
     /// One iteration of the only transaction: wait for the next slot, send, record.
     async fn step(&self, user: &mut GooseUser) {
         let start = self.start();
-        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        if goose::is_killswitch_triggered() {
+            // Ctrl-C: claim nothing more; goose is stopping the users.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        }
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let k = self.next.fetch_add(1, Ordering::SeqCst);
         let Some(offset) = self.schedule.send_time(k) else {
-            // Schedule done: idle until goose's run timer ends the attack.
-            self.exhausted.store(true, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Schedule done. The last user to see nothing open ends the attack through goose's
+            // killswitch (its only early-stop hook), so a slow tail is waited for rather than
+            // cut by a fixed run timer.
+            if self.open.fetch_sub(1, Ordering::SeqCst) == 1
+                && !goose::is_killswitch_triggered()
+                && !self.completed.swap(true, Ordering::SeqCst)
+            {
+                goose::trigger_killswitch("loadtest: schedule complete");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return;
         };
+        self.send(user, start, offset).await;
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn send(&self, user: &mut GooseUser, start: Instant, offset: Duration) {
         let intended = start + offset;
         // Sleep in short steps so Ctrl-C (goose's killswitch) ends the run promptly.
         loop {
@@ -201,7 +225,7 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
         .requests
         .iter()
         .map(|r| {
-            acc += r.weight;
+            acc += u64::from(r.weight);
             acc
         })
         .collect();
@@ -214,7 +238,8 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
         start: OnceLock::new(),
         next: AtomicU64::new(0),
         sent: AtomicU64::new(0),
-        exhausted: AtomicBool::new(false),
+        open: AtomicU64::new(0),
+        completed: AtomicBool::new(false),
     });
 
     let step_shared = shared.clone();
@@ -229,10 +254,13 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
         .register_transaction(Transaction::new(step).set_name("paced request"));
 
     // Launch every user within ~0.25 s; the schedule's clock starts when the first one runs.
-    // The run timer gets 1 s beyond the schedule plus the launch time, so the last slots are
-    // sent before goose tells users to exit; goose then waits for in-flight requests.
+    // The run ends when the last slot is answered (see `step`); goose's run timer is only a
+    // backstop: the schedule, one request timeout and a margin.
     let launch_rate = (users as f64 * 4.0).max(1.0);
-    let run_secs = shared.schedule.duration().as_secs_f64().ceil() as u64 + 1;
+    let run_secs = (shared.schedule.duration() + scenario.timeout)
+        .as_secs_f64()
+        .ceil() as u64
+        + 5;
     let mut config = GooseConfiguration::default();
     config.host = Some(target.to_string());
     config.users = Some(users);
@@ -293,7 +321,7 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     };
     ticker.abort();
     bar.finish_and_clear();
-    let interrupted = goose::is_killswitch_triggered();
+    let interrupted = goose::is_killswitch_triggered() && !shared.completed.load(Ordering::SeqCst);
     let ended = SystemTime::now();
     let started = shared.start.get().map(|s| s.1).unwrap_or(ended);
     let planned = shared.schedule.total();

@@ -16,6 +16,9 @@ use toml::Spanned;
 
 pub use template::{JsonTemplate, Template};
 
+/// The longest duration any scenario field (or `--duration`) may have.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The target used when neither the scenario nor `--target` names one.
 pub const DEFAULT_TARGET: &str = "http://127.0.0.1:8080";
 
@@ -46,7 +49,7 @@ impl fmt::Display for ScenarioError {
 struct RawScenario {
     name: Option<String>,
     description: Option<String>,
-    target: Option<String>,
+    target: Option<Spanned<String>>,
     /// Per-request timeout, e.g. "30s".
     timeout: Option<Spanned<String>>,
     /// Upper bound on requests in flight (goose users); default from the peak rate.
@@ -413,19 +416,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             .unwrap_or_else(|| "scenario".into())
     });
     let dur = |line: usize, field: &str, s: &str| -> Result<Duration, ScenarioError> {
-        humantime::parse_duration(s.trim()).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             err(
                 line,
                 format!("{field} = {s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"6h\""),
             )
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(err(
+                line,
+                format!("{field} = {s:?} is longer than 30 days: shorten it"),
+            ));
+        }
+        Ok(d)
     };
 
     if let Some(t) = &raw.target {
-        if !(t.starts_with("http://") || t.starts_with("https://")) {
+        let v = t.get_ref();
+        if !(v.starts_with("http://") || v.starts_with("https://")) {
             return Err(err(
-                1,
-                format!("target = {t:?} must be an http:// or https:// URL"),
+                line_of(t.span().start),
+                format!("target = {v:?} must be an http:// or https:// URL"),
             ));
         }
     }
@@ -457,7 +468,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
 
     if raw.stage.is_empty() {
         return Err(err(
-            0,
+            1,
             "no [[stage]]: add at least one, e.g. [[stage]] rps = 100, hold = \"5m\"".into(),
         ));
     }
@@ -501,7 +512,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
 
     if raw.request.is_empty() {
         return Err(err(
-            0,
+            1,
             "no [[request]]: add at least one, e.g. [[request]] name = \"home\", path = \"/\""
                 .into(),
         ));
@@ -715,7 +726,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         name,
         description: raw.description.unwrap_or_default(),
         source: path.to_path_buf(),
-        target: raw.target,
+        target: raw.target.map(Spanned::into_inner),
         timeout,
         max_in_flight,
         stages,
@@ -781,6 +792,32 @@ max_ratio = 1.5
         assert!(e.message.contains("duration"), "{e}");
         let text = GOOD.replace("[slo.request.home]", "[slo.request.nope]");
         assert!(parse(Path::new("t.toml"), &text).is_err());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        let cases = [
+            "",
+            "\u{0}\u{1}garbage",
+            "[[stage]]\nrps = \"fast\"\nhold = \"1s\"",
+            "[[stage]]\nrps = -1\nhold = \"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"",
+            "[[stage]]\nrps = 1e300\nhold = \"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"",
+            "[[stage]]\nrps = 1\nhold = \"99999999999h\"\n[[request]]\nname=\"a\"\npath=\"/\"",
+            "[[stage]]\nrps = 1\n[[request]]\nname=\"a\"\npath=\"/\"",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"x\"",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"\nmethod=\"BREW\"",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"\nexpect_status=[99]",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"\n[slo]\nerror_rate=5",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"\n[slo]\np95_ms=-1",
+            "[[stage]]\nrps = 1\nhold=\"1s\"\n[[request]]\nname=\"a\"\npath=\"/\"\nheaders={\"bad header\"=\"x\"}",
+            "target = \"ftp://x\"\n[[stage]]\nrps = 1\nhold=\"1s\"",
+            "stage = 3",
+        ];
+        for text in cases {
+            let e = parse(Path::new("x.toml"), text).unwrap_err();
+            assert!(e.line >= 1, "{text:?} → {e}");
+            assert!(!e.message.is_empty());
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 /// Everything `run` checks before any traffic: scenario, target, scaling, output folder.
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub scenario: Scenario,
     pub target: String,

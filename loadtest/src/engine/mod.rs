@@ -132,7 +132,7 @@ impl Shared {
             if now >= intended {
                 break;
             }
-            tokio::time::sleep_until(intended.min(now + Duration::from_millis(100))).await;
+            tokio::time::sleep_until(intended.min(now + Duration::from_millis(250))).await;
         }
         let idx = self.pick();
         let spec = &self.scenario.requests[idx];

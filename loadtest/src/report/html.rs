@@ -65,14 +65,19 @@ fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
         if se.points.is_empty() {
             continue;
         }
-        let pts: Vec<String> = se
-            .points
+        let pts: Vec<String> = downsample(&se.points, 1200)
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
             .collect();
+        // Plans (target, desired) are dashed so the measured line on top of them stays visible.
+        let dash = if matches!(se.label, "target" | "desired") {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
         let _ = write!(
             s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"/>",
             se.color,
             pts.join(" ")
         );
@@ -87,6 +92,22 @@ fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     }
     s.push_str("</svg></figure>\n");
     s
+}
+
+/// At most about `max` points, keeping each bucket's highest value so spikes stay visible
+/// (a six-hour soak has 21 600 seconds; the chart has 840 pixels).
+fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(max);
+    points
+        .chunks(per)
+        .map(|c| {
+            let y = c.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+            (c[0].0, y)
+        })
+        .collect()
 }
 
 fn nice_ceiling(v: f64) -> f64 {
@@ -339,4 +360,20 @@ figure{{margin:0 0 1em}}
         max = r.latency.max_ms,
         schema = r.schema_version,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_keeps_spikes() {
+        let mut pts: Vec<(f64, f64)> = (0..21_600).map(|i| (f64::from(i), 1.0)).collect();
+        pts[12_345].1 = 99.0;
+        let d = downsample(&pts, 1200);
+        assert!(d.len() <= 1200);
+        assert!(d.iter().any(|p| p.1 == 99.0));
+        assert_eq!(nice_ceiling(730.0), 1000.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
+    }
 }

@@ -403,9 +403,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         let hint = if msg.contains("unknown field") {
             "; fix the spelling or remove the key (see scenarios/README.md)"
         } else if msg.contains("missing field") {
-            "; add it"
+            "; add it (see scenarios/README.md)"
+        } else if msg.contains("invalid type") || msg.contains("did not match") {
+            "; fix the value's type (see scenarios/README.md)"
         } else {
-            ""
+            "; fix the TOML syntax here"
         };
         err(line, format!("{msg}{hint}"))
     })?;

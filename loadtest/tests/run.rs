@@ -393,3 +393,51 @@ async fn ctrl_c_still_writes_all_reports_marked_interrupted() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("(interrupted)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_the_generator_cannot_hold_is_invalid_with_the_reason() {
+    let target = serve(healthy_app()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One request in flight against a 200 ms endpoint can do 5 rps; 20 are asked.
+    let sc = write_scenario(
+        dir.path(),
+        "tight.toml",
+        r#"
+max_in_flight = 1
+
+[[stage]]
+rps = 20
+hold = "1s"
+
+[[request]]
+name = "work"
+path = "/work?ms=200"
+"#,
+    );
+    let out = dir.path().join("out");
+    let o = loadtest(&[
+        "run",
+        &sc,
+        "--target",
+        &target,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let r = read_json(&out);
+    assert_eq!(r["verdict"], "invalid");
+    let reason = r["invalid_reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("of the 20.0 rps asked") && reason.contains("max_in_flight"),
+        "{reason}"
+    );
+    // Every slot is still sent, late, and its latency counts the wait (CO mitigation).
+    assert_eq!(r["totals"]["requests"], 20);
+    assert!(
+        r["latency"]["max_ms"].as_f64().unwrap() > 2000.0,
+        "{}",
+        r["latency"]
+    );
+    assert!(r["service_time"]["max_ms"].as_f64().unwrap() < 1000.0);
+}

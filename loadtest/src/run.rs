@@ -169,6 +169,29 @@ pub fn run_command(args: &RunArgs) -> i32 {
     report.verdict.exit_code()
 }
 
+/// Runs a scenario (name or path) against `target`, writes the four reports into `out` and
+/// returns the report: what an end-to-end test against a real emu front door calls. Goose keeps
+/// process-wide state, so run one load test per process at a time.
+pub async fn run_scenario(
+    scenario: &str,
+    target: &str,
+    duration: Option<&str>,
+    out: &Path,
+) -> Result<Report, String> {
+    let p = prepare(&RunArgs {
+        scenario: scenario.to_string(),
+        target: Some(target.to_string()),
+        duration: duration.map(str::to_string),
+        rps: None,
+        rps_scale: None,
+        out: Some(out.to_path_buf()),
+        no_progress: true,
+    })?;
+    let report = execute(&p, false).await;
+    report::write_all(&report, out).map_err(|e| format!("cannot write reports: {e}"))?;
+    Ok(report)
+}
+
 /// Checks that the target answers HTTP at all (any status will do) and whether it is emu.
 async fn reachable(
     client: &reqwest::Client,

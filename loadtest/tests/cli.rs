@@ -75,3 +75,24 @@ fn rps_and_rps_scale_scale_every_stage_and_the_throughput_slo() {
     a.rps_scale = Some(-1.0);
     assert!(loadtest::run::prepare(&a).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_entry_point_runs_in_process_for_end_to_end_tests() {
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .route("/items/{id}", axum::routing::get(|| async { "item" }));
+    let target = serve(app).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = loadtest::run::run_scenario("smoke", &target, Some("2s"), out.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.verdict,
+        loadtest::report::Verdict::Pass,
+        "{}",
+        report.headline()
+    );
+    assert_eq!(report.verdict.exit_code(), 0);
+    all_reports_exist(out.path());
+    assert!(!report.emulator.detected);
+}

@@ -322,6 +322,10 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     ticker.abort();
     bar.finish_and_clear();
     let interrupted = goose::is_killswitch_triggered() && !shared.completed.load(Ordering::SeqCst);
+    // Goose's Ctrl-C handler stays installed and exits the process at once when the killswitch
+    // is already set; clear it so a Ctrl-C while we fetch emu events and write the reports
+    // does not throw the finished run away.
+    goose::reset_killswitch();
     let ended = SystemTime::now();
     let started = shared.start.get().map(|s| s.1).unwrap_or(ended);
     let planned = shared.schedule.total();

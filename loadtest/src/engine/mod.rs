@@ -64,6 +64,7 @@ pub fn users_for(scenario: &Scenario) -> usize {
     scenario
         .max_in_flight
         .unwrap_or_else(|| (scenario.peak_rps().ceil() as usize).clamp(16, 4000))
+        .min(10_000)
 }
 
 struct Shared {

@@ -457,10 +457,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let max_in_flight = match &raw.max_in_flight {
         Some(m) => {
             let v = *m.get_ref();
-            if !(1..=100_000).contains(&v) {
+            if !(1..=10_000).contains(&v) {
                 return Err(err(
                     line_of(m.span().start),
-                    format!("max_in_flight = {v} must be between 1 and 100000"),
+                    format!("max_in_flight = {v} must be between 1 and 10000 (each is a goose user with its own HTTP client)"),
                 ));
             }
             Some(v as usize)

@@ -144,7 +144,11 @@ pub fn evaluate(
         let worst = windows.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
         let mut r = at_most(
             "windowed.p95_ms".into(),
-            format!("p95 of every {} window ≤ {} ms", fmt_dur(w), fmt_num(t)),
+            format!(
+                "p95 of every {} window ≤ {} ms",
+                fmt_dur(std::time::Duration::from_secs(ws as u64)),
+                fmt_num(t)
+            ),
             t,
             worst.map(|x| x.1),
             "ms",
@@ -169,7 +173,7 @@ pub fn evaluate(
             .collect();
         let desc = format!(
             "p95 drift, last {} window / first ≤ {}×",
-            fmt_dur(w),
+            fmt_dur(std::time::Duration::from_secs(ws as u64)),
             fmt_num(ratio)
         );
         out.push(match (windows.first(), windows.last()) {

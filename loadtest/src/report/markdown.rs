@@ -12,6 +12,11 @@ fn obs(v: Option<f64>, unit: &str) -> String {
     }
 }
 
+/// Makes text safe inside a Markdown table cell (`{{choice:a|b}}` would split the row).
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
 fn thr(v: f64, unit: &str) -> String {
     if unit == "fraction" {
         format!("{:.2}%", v * 100.0)
@@ -99,12 +104,12 @@ pub fn render(r: &Report) -> String {
                 s,
                 "| {} | `{}` {} | {} {} | {} | {} |",
                 if slo.passed { "✅" } else { "❌" },
-                slo.name,
-                slo.description,
+                cell(&slo.name),
+                cell(&slo.description),
                 slo.comparison.replace('<', "&lt;").replace('>', "&gt;"),
                 thr(slo.threshold, &slo.unit),
                 obs(slo.observed, &slo.unit),
-                slo.detail.as_deref().unwrap_or("")
+                cell(slo.detail.as_deref().unwrap_or(""))
             );
         }
         s.push('\n');
@@ -119,9 +124,9 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | `{}` | {} | {} | {:.1} | {:.1} | {:.1} |",
-            q.name,
+            cell(&q.name),
             q.method,
-            q.path,
+            cell(&q.path),
             q.requests,
             q.errors,
             q.latency.p50_ms,
@@ -163,4 +168,12 @@ pub fn render(r: &Report) -> String {
         r.schema_version
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pipes_in_cells_are_escaped() {
+        assert_eq!(super::cell("/x/{{choice:a|b}}"), "/x/{{choice:a\\|b}}");
+    }
 }

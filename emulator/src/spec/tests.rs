@@ -266,5 +266,5 @@ fn yaml_errors_name_the_line() {
     assert!(e.line.is_some(), "{e}");
 
     let e = yaml(&EXPORT.replace("kind: Service", "kind: Job")).unwrap_err();
-    assert!(e.message.contains("not a service"), "{e}");
+    assert!(e.message.contains("kind Service"), "{e}");
 }

@@ -34,6 +34,9 @@ pub enum Cmd {
     DemoApp,
     /// Stop the emu running in this folder (from another shell), like Ctrl-C there.
     Down(DownArgs),
+    /// Cloud Run jobs: `emu job run NAME`.
+    #[command(subcommand)]
+    Job(JobCmd),
     /// Simulate a service under a load with the same autoscaler, offline: instances, cold starts,
     /// queueing and 429s per second.
     Simulate(crate::simulate_cli::SimulateArgs),
@@ -64,6 +67,30 @@ pub struct UpArgs {
     #[arg(long, value_name = "stderr|off|PATH", default_value = "stderr")]
     pub request_log: LogTarget,
     /// What each instance runs (with -f): the words after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// Run one execution of a job (from emu.toml's [[job]] or a Cloud Run Job YAML) to completion.
+    Run(JobRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobRunArgs {
+    /// The job's name (optional with -f: the YAML's job).
+    pub name: Option<String>,
+    /// Config file (default: ./emu.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A Cloud Run Job YAML.
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Backends when no emu is running in this folder (default: what emu.toml says).
+    #[arg(long, value_name = "MODE")]
+    pub backends: Option<crate::backends::Mode>,
+    /// What each task runs (with -f), instead of the YAML's command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -117,6 +144,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Cmd::Up(args) => run_up(args).await,
         Cmd::Status(args) => run_status(args).await,
+        Cmd::Job(JobCmd::Run(args)) => run_job(args).await,
         Cmd::Down(args) => {
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             match crate::backends::down(&cwd, args.volumes).await {
@@ -158,6 +186,204 @@ fn init_tracing() {
         .try_init();
 }
 
+async fn run_job(args: JobRunArgs) -> ExitCode {
+    init_tracing();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let loaded = if let Some(f) = &args.file {
+        spec::load_yaml(f, &args.command)
+    } else {
+        let path = args.config.clone().unwrap_or_else(|| cwd.join("emu.toml"));
+        if !path.exists() {
+            eprintln!(
+                "emu job run: no {} here: pass -c emu.toml or -f job.yaml",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+        spec::load_toml(&path)
+    };
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("emu job run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let job = match (&args.name, cfg.jobs.len()) {
+        (Some(n), _) => cfg.jobs.iter().find(|j| &j.name == n),
+        (None, 1) => cfg.jobs.first(),
+        (None, _) => None,
+    };
+    let Some(job) = job else {
+        let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+        eprintln!(
+            "emu job run: no job {} in {} (jobs: {})",
+            args.name
+                .as_deref()
+                .map(|n| format!("{n:?}"))
+                .unwrap_or_else(|| "named".into()),
+            cfg.source.display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        return ExitCode::from(2);
+    };
+    let store = match crate::secrets::SecretStore::load(&cfg.secrets, &cfg.project_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("emu job run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The backends of an emu running in this folder, else our own for the length of the job.
+    let running = std::fs::read_to_string(cfg.project_dir.join(".emu/backends.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter(|v| {
+            v["pid"].as_u64().is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_ok()
+            })
+        });
+    let mut own = None;
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(v) = running {
+        let db = v["database_url"].as_str().map(|u| match &job.database {
+            Some(d) => crate::backends::with_database(u, d),
+            None => u.to_string(),
+        });
+        if let Some(u) = db {
+            env.push((job.database_env.clone(), u));
+        }
+        if let Some(u) = v["redis_url"].as_str() {
+            env.push((job.redis_env.clone(), u.to_string()));
+        }
+    } else {
+        let mode_or = |m: Option<crate::backends::Mode>| {
+            m.or(args.backends).unwrap_or(crate::backends::Mode::None)
+        };
+        let mut pg = cfg.postgres.clone().unwrap_or_default();
+        pg.mode = mode_or(
+            cfg.postgres
+                .as_ref()
+                .map(|p| p.mode)
+                .filter(|_| args.backends.is_none()),
+        );
+        let mut redis = cfg.redis.clone().unwrap_or_default();
+        redis.mode = mode_or(
+            cfg.redis
+                .as_ref()
+                .map(|r| r.mode)
+                .filter(|_| args.backends.is_none()),
+        );
+        let plan = crate::backends::BackendsPlan {
+            postgres: pg,
+            redis,
+            project_dir: cfg.project_dir.clone(),
+            databases: job.database.iter().cloned().collect(),
+        };
+        match crate::backends::start(plan).await {
+            Ok(b) => {
+                env = backend_env(
+                    &b,
+                    job.database.as_deref(),
+                    &job.database_env,
+                    &job.redis_env,
+                );
+                own = Some(b);
+            }
+            Err(e) => {
+                eprintln!("emu job run: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Err(e) = store.check(&job.name, &job.secrets) {
+        eprintln!("emu job run: {e}");
+        if let Some(b) = own {
+            b.stop().await;
+        }
+        return ExitCode::from(2);
+    }
+    match store.materialize(&job.name, &job.secrets, &cfg.project_dir) {
+        Ok(m) => env.extend(m.env),
+        Err(e) => {
+            eprintln!("emu job run: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let exec = crate::jobs::run(job, &env).await;
+    if let Some(b) = own {
+        b.stop().await;
+    }
+    eprintln!("emu: {}", exec.describe());
+    if exec.succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `DATABASE_URL` / `REDIS_URL` (under the names the service chose), for the stores that are on.
+fn backend_env(
+    backends: &crate::backends::Backends,
+    database: Option<&str>,
+    database_env: &str,
+    redis_env: &str,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(url) = backends.database_url(database) {
+        env.push((database_env.to_string(), url));
+    }
+    if let Some(url) = backends.redis_url() {
+        env.push((redis_env.to_string(), url));
+    }
+    env
+}
+
+/// A job's env: backends' URLs and its secrets.
+fn job_env(
+    store: &crate::secrets::SecretStore,
+    backends: &crate::backends::Backends,
+    job: &crate::spec::JobSpec,
+    project_dir: &Path,
+) -> Result<Vec<(String, String)>, crate::secrets::SecretError> {
+    let mut env = backend_env(
+        backends,
+        job.database.as_deref(),
+        &job.database_env,
+        &job.redis_env,
+    );
+    store.check(&job.name, &job.secrets)?;
+    env.extend(store.materialize(&job.name, &job.secrets, project_dir)?.env);
+    Ok(env)
+}
+
+/// Records the running emu's backend URLs (unmasked, mode 0600) so `emu job run` in the same
+/// folder reaches the same servers.
+fn write_backends_file(project_dir: &Path, backends: &crate::backends::Backends) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = project_dir.join(".emu");
+    let _ = std::fs::create_dir_all(&dir);
+    let v = serde_json::json!({
+        "pid": std::process::id(),
+        "database_url": backends.database_url(None),
+        "redis_url": backends.redis_url(),
+    });
+    let path = dir.join("backends.json");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path);
+    if let Ok(mut f) = file {
+        let _ = std::io::Write::write_all(&mut f, v.to_string().as_bytes());
+    }
+}
+
 /// Resolves which config `emu up` runs: -f YAMLs, --config, ./emu.toml, or the demo.
 pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
     let mut cfg = if !args.files.is_empty() {
@@ -168,13 +394,21 @@ pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
                 None => c,
                 Some(mut m) => {
                     m.services.extend(c.services);
+                    m.jobs.extend(c.jobs);
                     m.warnings.extend(c.warnings);
+                    m.postgres = m.postgres.or(c.postgres);
                     m
                 }
             });
         }
         let mut cfg = merged.expect("at least one file");
         cfg.project_dir = cwd.to_path_buf();
+        // Secrets for a YAML deployment come from ./secrets.toml (a [secrets] table).
+        let secrets = cwd.join("secrets.toml");
+        if secrets.exists() {
+            cfg.secrets = spec::load_secrets_file(&secrets)?;
+        }
+        spec::check_config(&cfg)?;
         cfg
     } else if let Some(path) = &args.config {
         spec::load_toml(path)?
@@ -280,17 +514,68 @@ async fn run_up(args: UpArgs) -> ExitCode {
             });
         }
     };
-    let mut service_env = std::collections::HashMap::new();
-    for s in &cfg.services {
-        let mut env = Vec::new();
-        if let Some(url) = backends.database_url(s.database.as_deref()) {
-            env.push((s.database_env.clone(), url));
+    // Secrets and backends' URLs for every service and job.
+    let store = match crate::secrets::SecretStore::load(&cfg.secrets, &project_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("emu: {e}");
+            backends.stop().await;
+            return ExitCode::from(2);
         }
-        if let Some(url) = backends.redis_url() {
-            env.push((s.redis_env.clone(), url));
+    };
+    let mut service_env = std::collections::HashMap::new();
+    let mut service_mounts = std::collections::HashMap::new();
+    for s in &cfg.services {
+        let mut env = backend_env(
+            &backends,
+            s.database.as_deref(),
+            &s.database_env,
+            &s.redis_env,
+        );
+        match store
+            .check(&s.name, &s.secrets)
+            .and_then(|()| store.materialize(&s.name, &s.secrets, &project_dir))
+        {
+            Ok(m) => {
+                env.extend(m.env);
+                service_mounts.insert(s.name.clone(), m.mounts);
+            }
+            Err(e) => {
+                eprintln!("emu: {e}");
+                backends.stop().await;
+                return ExitCode::from(2);
+            }
         }
         service_env.insert(s.name.clone(), env);
     }
+    // Jobs that services depend on (migrations) run to success before any service starts.
+    let mut needed: Vec<&crate::spec::JobSpec> = cfg
+        .jobs
+        .iter()
+        .filter(|j| cfg.services.iter().any(|s| s.depends_on.contains(&j.name)))
+        .collect();
+    needed.dedup_by_key(|j| j.name.clone());
+    for job in needed {
+        eprintln!(
+            "emu: running job {} before the services that depend on it",
+            job.name
+        );
+        let exec = match job_env(&store, &backends, job, &project_dir) {
+            Ok(env) => crate::jobs::run(job, &env).await,
+            Err(e) => {
+                eprintln!("emu: {e}");
+                backends.stop().await;
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("emu: {}", exec.describe());
+        if !exec.succeeded {
+            eprintln!("emu: not starting: job {} failed", job.name);
+            backends.stop().await;
+            return ExitCode::from(1);
+        }
+    }
+    write_backends_file(&project_dir, &backends);
     let backends_status = backends.status();
     if wants_backends {
         for store in ["postgres", "redis"] {
@@ -311,6 +596,7 @@ async fn run_up(args: UpArgs) -> ExitCode {
     let opts = UpOptions {
         logger,
         service_env,
+        service_mounts,
         backends_status,
         ..UpOptions::default()
     };

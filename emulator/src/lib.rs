@@ -12,6 +12,7 @@ pub mod cli;
 pub mod demo;
 pub mod frontdoor;
 pub mod instances;
+pub mod jobs;
 pub mod model;
 pub mod proc;
 pub mod scaler;

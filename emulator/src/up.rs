@@ -25,6 +25,8 @@ pub struct UpOptions {
     pub logger: RequestLogger,
     /// Env given to each service's instances (the backends' URLs), by service name.
     pub service_env: std::collections::HashMap<String, Vec<(String, String)>>,
+    /// Secret files mounted into each service's container instances, by service name.
+    pub service_mounts: std::collections::HashMap<String, Vec<(PathBuf, String)>>,
     /// The backends' status for `/_emu/status`.
     pub backends_status: serde_json::Value,
     /// How long in-flight requests may take to finish at shutdown.
@@ -36,6 +38,7 @@ impl Default for UpOptions {
         UpOptions {
             logger: RequestLogger::off(),
             service_env: Default::default(),
+            service_mounts: Default::default(),
             backends_status: serde_json::Value::Null,
             drain: Duration::from_secs(30),
         }
@@ -152,7 +155,12 @@ pub async fn start_with(
             .get(&svc.spec.name)
             .cloned()
             .unwrap_or_default();
-        let sup = Supervisor::new(svc.clone(), events.clone(), env);
+        let mounts = opts
+            .service_mounts
+            .get(&svc.spec.name)
+            .cloned()
+            .unwrap_or_default();
+        let sup = Supervisor::new(svc.clone(), events.clone(), env, mounts);
         supervisors.push(tokio::spawn(sup.run(rx, workers.clone())));
         scalers.push(tokio::spawn(crate::scaler::run(
             svc.clone(),

@@ -159,7 +159,7 @@ async fn eight_streams_at_concurrency_two_scale_to_seven_and_back_and_simulate_a
                 "--stages",
                 &stages,
                 "--service-time",
-                "100ms",
+                &service_time,
                 "--json",
             ])
             .current_dir(emu.path())

@@ -427,7 +427,7 @@ pub fn mask_url(url: &str) -> String {
 }
 
 /// `url` with its path replaced by `/database` (query kept).
-pub(crate) fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };

@@ -38,6 +38,7 @@ pub struct Supervisor {
     svc: Arc<ServiceRuntime>,
     events: Arc<Events>,
     extra_env: Arc<Vec<(String, String)>>,
+    mounts: Arc<Vec<(std::path::PathBuf, String)>>,
     live: HashMap<Arc<str>, Handle>,
     tasks: JoinSet<(Arc<str>, Ended)>,
     seq: u64,
@@ -55,15 +56,19 @@ pub enum Command {
 }
 
 impl Supervisor {
+    /// `extra_env` (backends' URLs, secrets) and `mounts` (secret files, for containers) go to
+    /// every instance.
     pub fn new(
         svc: Arc<ServiceRuntime>,
         events: Arc<Events>,
         extra_env: Vec<(String, String)>,
+        mounts: Vec<(std::path::PathBuf, String)>,
     ) -> Self {
         Supervisor {
             svc,
             events,
             extra_env: Arc::new(extra_env),
+            mounts: Arc::new(mounts),
             live: HashMap::new(),
             tasks: JoinSet::new(),
             seq: 0,
@@ -182,6 +187,7 @@ impl Supervisor {
             svc: self.svc.clone(),
             events: self.events.clone(),
             extra_env: self.extra_env.clone(),
+            mounts: self.mounts.clone(),
             slot,
             stop,
             delay: delay + backoff,
@@ -221,6 +227,7 @@ struct InstanceLife {
     svc: Arc<ServiceRuntime>,
     events: Arc<Events>,
     extra_env: Arc<Vec<(String, String)>>,
+    mounts: Arc<Vec<(std::path::PathBuf, String)>>,
     slot: Arc<Slot>,
     stop: CancellationToken,
     delay: Duration,
@@ -249,14 +256,15 @@ impl InstanceLife {
             () = tokio::time::sleep(self.delay) => {},
             () = self.stop.cancelled() => return self.finish(Ended::Stopped, None),
         }
-        let mut running = match runner::start(spec, &self.slot.id, &self.extra_env, &[]).await {
-            Ok(r) => r,
-            Err(e) => {
-                let why = e.to_string();
-                tracing::error!(instance = %self.slot.id, "{why}");
-                return self.finish(Ended::Failed(why), None);
-            }
-        };
+        let mut running =
+            match runner::start(spec, &self.slot.id, &self.extra_env, &self.mounts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(instance = %self.slot.id, "{why}");
+                    return self.finish(Ended::Failed(why), None);
+                }
+            };
         self.slot.set_addr(running.authority().clone());
         if let Some(pid) = running.pid() {
             self.slot.set_pid(pid);

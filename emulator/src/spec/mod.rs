@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use crate::model::coldstart::ColdStartDelay;
 use crate::model::{overrides_from_annotations, AutoscalerConfig, Profile};
 pub use duration::parse_duration;
-pub use toml_file::{load_toml, parse_toml};
+pub use toml_file::{load_secrets_file, load_toml, parse_toml};
 pub use yaml::{load_yaml, parse_yaml};
 
 /// Cloud Run's limits and defaults (cloud-run-behavior.md §1, §2).
@@ -705,6 +705,30 @@ pub fn check_config(cfg: &Config) -> Result<(), SpecError> {
             None,
             "no service defined: add a [[service]] table",
         ));
+    }
+    let mut jobs = std::collections::HashSet::new();
+    for j in &cfg.jobs {
+        if !jobs.insert(j.name.as_str()) {
+            return Err(SpecError::new(
+                &cfg.source,
+                None,
+                format!("two jobs are named {:?}: job names must be unique", j.name),
+            ));
+        }
+    }
+    for s in &cfg.services {
+        for d in &s.depends_on {
+            if !jobs.contains(d.as_str()) {
+                return Err(SpecError::new(
+                    &cfg.source,
+                    None,
+                    format!(
+                        "service {:?} depends on job {d:?}, which is not defined: add a [[job]] named {d:?} or remove it from depends_on",
+                        s.name
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

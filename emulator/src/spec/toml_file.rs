@@ -133,6 +133,27 @@ struct AutoscalingToml {
     initial_scale: Option<u32>,
 }
 
+/// A `secrets.toml` beside a service YAML: just the `[secrets]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsFile {
+    #[serde(default)]
+    secrets: BTreeMap<String, crate::secrets::SecretSource>,
+}
+
+/// Reads the `[secrets]` of a `secrets.toml` (for `emu up -f service.yaml`).
+pub fn load_secrets_file(
+    path: &Path,
+) -> Result<BTreeMap<String, crate::secrets::SecretSource>, SpecError> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::new(path, None, format!("cannot read the secrets file: {e}")))?;
+    let f: SecretsFile = toml::from_str(&src).map_err(|e| {
+        let line = e.span().map(|s| line_of_offset(&src, s.start));
+        SpecError::new(path, line, e.message().trim().to_string())
+    })?;
+    Ok(f.secrets)
+}
+
 /// Reads and validates an `emu.toml`.
 pub fn load_toml(path: &Path) -> Result<Config, SpecError> {
     let src = std::fs::read_to_string(path)

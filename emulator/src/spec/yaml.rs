@@ -10,8 +10,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::locate::yaml_line;
 use super::{
-    check_config, parse_duration, validate_service, ColdStartDelay, Config, FrontdoorSettings,
-    Probe, ProbeAction, RawService, SpecError,
+    parse_duration, validate_service, ColdStartDelay, Config, FrontdoorSettings, Probe,
+    ProbeAction, RawService, SpecError,
 };
 
 /// Reads and validates a Cloud Run service YAML; `command` is what each instance runs (the words
@@ -395,7 +395,6 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
             .map(|w| format!("{}: {w}", path.display()))
             .collect(),
     };
-    check_config(&cfg)?;
     Ok(cfg)
 }
 

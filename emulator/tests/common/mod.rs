@@ -171,17 +171,43 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Runs `emu ARGS` in `dir` to completion: (exit code, stderr).
+/// Runs `emu ARGS` in `dir` to completion: (exit code, stderr). A run that has not ended
+/// after two minutes is killed and fails the test, so a hang cannot stall the suite.
 pub fn run_emu(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(EMU)
+    let mut child = Command::new(EMU)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let mut out = child.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "emu {args:?} did not finish within 2 minutes: {}",
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        reader.join().unwrap_or_default(),
     )
 }
 

@@ -146,7 +146,7 @@ async fn run_attempt(
     index: u32,
     attempt: u32,
 ) -> Result<(), String> {
-    let mut cmd = Command::new(&job.command[0]);
+    let mut cmd = Command::new(crate::instances::runner::program(&job.command[0]));
     cmd.args(&job.command[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .envs(job.env.iter().map(|(k, v)| (k, v)))

@@ -54,7 +54,7 @@ impl ServiceRuntime {
                 InstanceState::Starting => c.0 += 1,
                 InstanceState::Ready => c.1 += 1,
                 InstanceState::Draining => c.2 += 1,
-                InstanceState::Stopped => {}
+                InstanceState::Stopped | InstanceState::Unready => {}
             }
         }
         c

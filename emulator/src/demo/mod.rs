@@ -57,10 +57,44 @@ pub fn app_with(state: DemoState) -> Router {
         .route("/work", get(work))
         .route("/cpu", get(cpu))
         .route("/debug/request", get(debug_request))
+        .route("/ready", get(ready))
+        .route("/debug/ready", post(set_ready))
+        .route("/debug/health", post(set_healthy))
         .route("/items", post(items::create).get(items::list))
         .route("/items/{id}", get(items::get_one))
         .route("/limited", get(items::limited))
         .with_state(state)
+}
+
+/// Readiness and liveness switches, flipped through `/debug/ready` and `/debug/health` so a test
+/// (or a person) can watch emu take an instance out of rotation or restart it.
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static HEALTHY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+#[derive(Debug, Deserialize)]
+struct Switch {
+    state: bool,
+}
+
+/// Readiness: 200 while this instance wants traffic, 503 otherwise.
+async fn ready() -> Response {
+    if READY.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// `POST /debug/ready?state=false` makes `/ready` fail on this instance.
+async fn set_ready(Query(q): Query<Switch>) -> String {
+    READY.store(q.state, std::sync::atomic::Ordering::Relaxed);
+    format!("ready={}\n", q.state)
+}
+
+/// `POST /debug/health?state=false` makes `/health` fail on this instance (liveness).
+async fn set_healthy(Query(q): Query<Switch>) -> String {
+    HEALTHY.store(q.state, std::sync::atomic::Ordering::Relaxed);
+    format!("healthy={}\n", q.state)
 }
 
 async fn hello() -> String {
@@ -100,7 +134,9 @@ async fn health(State(state): State<DemoState>) -> Response {
             }
         }
     };
-    let healthy = database != "disconnected" && redis != "disconnected";
+    let healthy = database != "disconnected"
+        && redis != "disconnected"
+        && HEALTHY.load(std::sync::atomic::Ordering::Relaxed);
     let code = if healthy {
         StatusCode::OK
     } else {

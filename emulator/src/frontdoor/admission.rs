@@ -25,6 +25,8 @@ pub enum InstanceState {
     Ready,
     Draining,
     Stopped,
+    /// Running, but failing its readiness probe: no new requests until it passes again.
+    Unready,
 }
 
 impl InstanceState {
@@ -33,6 +35,7 @@ impl InstanceState {
             0 => InstanceState::Starting,
             1 => InstanceState::Ready,
             2 => InstanceState::Draining,
+            4 => InstanceState::Unready,
             _ => InstanceState::Stopped,
         }
     }
@@ -42,6 +45,7 @@ impl InstanceState {
             InstanceState::Ready => "ready",
             InstanceState::Draining => "draining",
             InstanceState::Stopped => "stopped",
+            InstanceState::Unready => "unready",
         }
     }
 }
@@ -439,6 +443,34 @@ impl Pool {
             }
         }
         inner.ready.push(slot);
+    }
+
+    /// A ready instance failed its readiness probe: it takes no new requests (in-flight ones go on).
+    pub fn suspend(&self, slot: &Arc<Slot>) {
+        let mut inner = self.inner.lock();
+        if slot.state() == InstanceState::Ready {
+            inner.ready.retain(|s| !Arc::ptr_eq(s, slot));
+            slot.set_state(InstanceState::Unready);
+        }
+    }
+
+    /// An unready instance passes its readiness probe again: back in rotation, queued requests first.
+    pub fn resume(&self, slot: &Arc<Slot>) {
+        let mut inner = self.inner.lock();
+        if slot.state() != InstanceState::Unready {
+            return;
+        }
+        slot.set_state(InstanceState::Ready);
+        while slot.in_flight() < self.concurrency {
+            let Some(w) = inner.queue.pop_front() else {
+                break;
+            };
+            slot.in_flight.fetch_add(1, Ordering::Relaxed);
+            if w.tx.send(slot.clone()).is_err() {
+                slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        inner.ready.push(slot.clone());
     }
 
     /// Takes an instance out of rotation (scale-in, shutdown or crash); its in-flight requests go on.

@@ -307,7 +307,38 @@ impl InstanceLife {
                 None => std::future::pending().await,
             }
         };
+        let readiness = async {
+            let Some(p) = &spec.readiness_probe else {
+                return std::future::pending::<()>().await;
+            };
+            tokio::time::sleep(p.initial_delay).await;
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(p.period).await;
+                match probe::attempt(p, &addr, &self.probe_client).await {
+                    Ok(()) => {
+                        failures = 0;
+                        if self.slot.state() == InstanceState::Unready {
+                            self.svc.pool.resume(&self.slot);
+                            self.event("ready", json!({ "reason": "readiness probe passed" }));
+                        }
+                    }
+                    Err(why) => {
+                        failures += 1;
+                        if failures >= p.failure_threshold
+                            && self.slot.state() == InstanceState::Ready
+                        {
+                            self.svc.pool.suspend(&self.slot);
+                            tracing::warn!(instance = %self.slot.id, "readiness probe failed: {why}; no new requests");
+                            self.event("unready", json!({ "reason": why }));
+                        }
+                    }
+                }
+            }
+        };
         tokio::select! {
+            // The readiness loop never ends; this arm only completes the select.
+            () = readiness => self.finish(Ended::Stopped, None),
             exit = running.exited() => {
                 // Crashed: its in-flight requests fail (their connections drop) and it is replaced.
                 self.svc.pool.remove(&self.slot, InstanceState::Stopped);

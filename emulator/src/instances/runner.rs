@@ -132,6 +132,17 @@ impl Running {
     }
 }
 
+/// The program to run: `emu` means this emu's own executable (so `command = ["emu", "demo-app"]`
+/// works from any folder, whether or not emu is on PATH).
+pub fn program(word: &str) -> std::ffi::OsString {
+    if word == "emu" {
+        if let Ok(exe) = std::env::current_exe() {
+            return exe.into_os_string();
+        }
+    }
+    word.into()
+}
+
 /// A free port on 127.0.0.1 for an instance's PORT.
 pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -201,7 +212,7 @@ pub async fn start(
         }
         RunnerSpec::Process { command } => {
             let port = free_port().map_err(StartError::Port)?;
-            let mut cmd = Command::new(&command[0]);
+            let mut cmd = Command::new(program(&command[0]));
             cmd.args(&command[1..])
                 .envs(extra_env.iter().map(|(k, v)| (k, v)))
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -147,6 +147,8 @@ pub struct ServiceSpec {
     pub env: Vec<(String, String)>,
     pub startup_probe: Probe,
     pub liveness_probe: Option<Probe>,
+    /// While failing, the instance gets no new requests (it is not restarted).
+    pub readiness_probe: Option<Probe>,
     /// Extra delay standing for image pull and container start.
     pub cold_start: ColdStartDelay,
     /// How long a request may wait for a free slot before 429; default max(10 s, 3.5 × avg startup).
@@ -251,6 +253,7 @@ pub(crate) struct RawService {
     pub env: Vec<(String, String)>,
     pub startup_probe: Option<Probe>,
     pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
     pub cold_start: ColdStartDelay,
     pub queue_timeout: Option<Duration>,
     pub shutdown_grace: Option<Duration>,
@@ -428,6 +431,9 @@ pub(crate) fn validate_service(
     if let Some(p) = &raw.liveness_probe {
         check_probe(p, "liveness_probe", false, &err)?;
     }
+    if let Some(p) = &raw.readiness_probe {
+        check_probe(p, "readiness_probe", false, &err)?;
+    }
 
     if let ColdStartDelay::LogNormal { p50, p99 } = raw.cold_start {
         if p99 < p50 {
@@ -504,6 +510,7 @@ pub(crate) fn validate_service(
         env: raw.env,
         startup_probe,
         liveness_probe: raw.liveness_probe,
+        readiness_probe: raw.readiness_probe,
         cold_start: raw.cold_start,
         queue_timeout: raw.queue_timeout,
         shutdown_grace: raw.shutdown_grace.unwrap_or(limits::SHUTDOWN_GRACE),
@@ -646,6 +653,7 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         env: Vec::new(),
         startup_probe: Probe::default_startup(),
         liveness_probe: None,
+        readiness_probe: None,
         cold_start: ColdStartDelay::None,
         queue_timeout: None,
         shutdown_grace: limits::SHUTDOWN_GRACE,

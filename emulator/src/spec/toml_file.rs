@@ -78,6 +78,7 @@ struct ServiceToml {
     env: BTreeMap<String, String>,
     startup_probe: Option<ProbeToml>,
     liveness_probe: Option<ProbeToml>,
+    readiness_probe: Option<ProbeToml>,
     cold_start: Option<ColdStartToml>,
     queue_timeout: Option<DurationField>,
     shutdown_grace: Option<DurationField>,
@@ -225,6 +226,7 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             startup_probe: probe(&s.startup_probe, "startup_probe", path, &at, true)?,
             liveness_probe: probe(&s.liveness_probe, "liveness_probe", path, &at, false)?,
+            readiness_probe: probe(&s.readiness_probe, "readiness_probe", path, &at, false)?,
             cold_start: match &s.cold_start {
                 None => ColdStartDelay::None,
                 Some(ColdStartToml::Fixed(d)) => {

@@ -98,6 +98,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         "spec.template.spec.volumes",
         "spec.template.spec.containers[].startupProbe",
         "spec.template.spec.containers[].livenessProbe",
+        "spec.template.spec.containers[].readinessProbe",
         "spec.traffic",
     ];
     collect_unknown(&doc, "", known, &mut unmodelled);
@@ -330,6 +331,9 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     raw.startup_probe = yaml_probe(c.get("startupProbe"), true, &|m| err(&["startupProbe:"], m))?;
     raw.liveness_probe = yaml_probe(c.get("livenessProbe"), false, &|m| {
         err(&["livenessProbe:"], m)
+    })?;
+    raw.readiness_probe = yaml_probe(c.get("readinessProbe"), false, &|m| {
+        err(&["readinessProbe:"], m)
     })?;
 
     if let Some(traffic) = spec.get("traffic").and_then(Value::as_sequence) {

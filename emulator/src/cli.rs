@@ -32,6 +32,8 @@ pub enum Cmd {
     Status(StatusArgs),
     /// Run the built-in demo service (what `emu up` runs with no config).
     DemoApp,
+    /// Run the demo's database migrations and exit (what a migration job runs).
+    DemoMigrate,
     /// Stop the emu running in this folder (from another shell), like Ctrl-C there.
     Down(DownArgs),
     /// Cloud Run jobs: `emu job run NAME`.
@@ -145,6 +147,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Up(args) => run_up(args).await,
         Cmd::Status(args) => run_status(args).await,
         Cmd::Job(JobCmd::Run(args)) => run_job(args).await,
+        Cmd::DemoMigrate => match crate::demo::migrate().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("emu demo-migrate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Down(args) => {
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             match crate::backends::down(&cwd, args.volumes).await {

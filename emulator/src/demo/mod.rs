@@ -238,3 +238,40 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await
 }
+
+/// `emu demo-migrate`: runs the demo's migrations and exits — what a Cloud Run migration job does.
+/// With `MIGRATE_DATABASES=a,b,c` task `CLOUD_RUN_TASK_INDEX` migrates the database at that index
+/// (the one in `DATABASE_URL` replaced), so one job with N tasks migrates N databases.
+pub async fn migrate() -> anyhow::Result<()> {
+    let base = std::env::var("DATABASE_URL")
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not set: give the job a database"))?;
+    let url = match std::env::var("MIGRATE_DATABASES") {
+        Ok(list) => {
+            let dbs: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let index: usize = std::env::var("CLOUD_RUN_TASK_INDEX")
+                .ok()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            let db = dbs.get(index).ok_or_else(|| {
+                anyhow::anyhow!("task {index} has no database in MIGRATE_DATABASES={list:?}")
+            })?;
+            crate::backends::with_database(&base, db)
+        }
+        Err(_) => base,
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot connect to {}: {e}", crate::backends::mask_url(&url))
+        })?;
+    state::MIGRATOR.run(&pool).await?;
+    println!("migrated {}", crate::backends::mask_url(&url));
+    Ok(())
+}

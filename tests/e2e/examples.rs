@@ -1,0 +1,341 @@
+//! Each of `examples/` run as its README says: `emu up` from its folder, the team's scenario
+//! (compressed) with `loadtest run`, then checks that emu kept the deployment's settings —
+//! instances within bounds, concurrency enforced — and that the SLOs were judged and met.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The workspace's binaries, beside this test's own executable (target/<profile>/deps/..).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == ".emu" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+struct Up {
+    child: Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Up {
+    fn start(dir: &Path, args: &[&str]) -> Up {
+        let mut child = Command::new(bin("emu"))
+            .arg("up")
+            .args(["--request-log", "off"])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("emu: front door on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    let _ = tx.send(addr.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(port) => Up { child, port, log },
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "emu did not start in {}: {:?}",
+                    dir.display(),
+                    log.lock().unwrap()
+                );
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}{path}", self.port)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..600 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                assert!(
+                    s.success(),
+                    "emu exited with {s}: {:?}",
+                    self.log.lock().unwrap()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("emu did not stop within 30 s");
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a scenario compressed to `duration` at `scale` of its rate; returns report.json.
+fn loadtest(
+    dir: &Path,
+    scenario: &str,
+    target: &str,
+    duration: &str,
+    scale: &str,
+) -> serde_json::Value {
+    let out = dir.join("report");
+    let o = Command::new(bin("loadtest"))
+        .args([
+            "run",
+            scenario,
+            "--target",
+            target,
+            "--duration",
+            duration,
+            "--rps-scale",
+            scale,
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap_or_default())
+            .unwrap_or_else(|_| panic!("no report for {scenario}: {stderr}"));
+    for f in ["report.md", "report.html", "junit.xml"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{scenario}: verdict {} — {stderr}\nstatus codes {}\nemulator {}",
+        report["verdict"],
+        report["status_codes"],
+        report["emulator"]["observed"]["summary"]
+    );
+    report
+}
+
+/// What emu's timeline says held during the run: for every sample of every service, in-flight
+/// requests within ready × concurrency, and instances within [min, max].
+fn check_settings(up: &Up, bounds: &[(&str, u64, u64, u64)]) {
+    let status = up.get("/_emu/status");
+    let events = up.get("/_emu/events?since=0");
+    for (name, concurrency, min, max) in bounds {
+        let s = status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == *name)
+            .unwrap();
+        assert_eq!(
+            s["spec"]["concurrency"].as_u64(),
+            Some(*concurrency),
+            "{name}"
+        );
+        assert_eq!(s["spec"]["min_instances"].as_u64(), Some(*min), "{name}");
+        assert_eq!(s["spec"]["max_instances"].as_u64(), Some(*max), "{name}");
+        let samples: Vec<&serde_json::Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "sample" && e["service"] == *name)
+            .collect();
+        assert!(!samples.is_empty(), "{name}: no samples");
+        for e in samples {
+            let ready = e["ready"].as_u64().unwrap();
+            let live = ready + e["starting"].as_u64().unwrap();
+            assert!(live <= *max, "{name}: {live} instances above max {max}");
+            assert!(
+                e["in_flight"].as_u64().unwrap() <= ready * concurrency,
+                "{name}: concurrency exceeded in {e}"
+            );
+        }
+        // min instances are kept once started.
+        assert!(
+            s["ready"].as_u64().unwrap() >= *min,
+            "{name}: fewer than min ready: {s}"
+        );
+    }
+}
+
+fn example(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    copy_dir(&src, &dir);
+    (tmp, dir)
+}
+
+#[test]
+fn the_five_examples_run_as_their_readmes_say() {
+    // One after another: several examples use the same fixed ports, as their teams do.
+
+    // mcp-server: emu.toml, Cloud SQL db-f1-micro.
+    let (_t, dir) = example("mcp-server");
+    let up = Up::start(&dir, &[]);
+    assert_eq!(up.port, 8080);
+    let st = up.get("/_emu/status");
+    assert_eq!(
+        st["backends"]["postgres"]["max_connections"], 25,
+        "{}",
+        st["backends"]
+    );
+    let r = loadtest(
+        &dir,
+        "scenarios/baseline.toml",
+        "http://127.0.0.1:8080",
+        "10s",
+        "0.5",
+    );
+    assert!(
+        r["emulator"]["detected"].as_bool().unwrap_or(false),
+        "{}",
+        r["emulator"]
+    );
+    check_settings(&up, &[("mcp-server", 80, 1, 100)]);
+    up.stop();
+
+    // api-knative: the YAML unchanged, scale from zero.
+    let (_t, dir) = example("api-knative");
+    let up = Up::start(&dir, &["-f", "service.yaml", "--", "emu", "demo-app"]);
+    let r = loadtest(
+        &dir,
+        "scenarios/alerts.toml",
+        &format!("http://127.0.0.1:{}", up.port),
+        "8s",
+        "1",
+    );
+    assert!(
+        r["emulator"]["cold_start_responses"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        r["emulator"]
+    );
+    check_settings(&up, &[("api", 80, 0, 100)]);
+    up.stop();
+
+    // plant-backend: port 8000, 1–4 instances, health check with a 10 s initial delay.
+    let (_t, dir) = example("plant-backend");
+    let up = Up::start(&dir, &[]);
+    assert_eq!(up.port, 8000);
+    for _ in 0..300 {
+        if up.get("/_emu/status")["services"][0]["ready"].as_u64() == Some(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loadtest(
+        &dir,
+        "scenarios/readings.toml",
+        "http://127.0.0.1:8000",
+        "10s",
+        "0.05",
+    );
+    check_settings(&up, &[("plant-backend", 100, 1, 4)]);
+    let st = up.get("/_emu/status");
+    assert_eq!(st["backends"]["redis"]["maxmemory"], 1073741824u64);
+    assert_eq!(st["backends"]["postgres"]["max_connections"], 400);
+    up.stop();
+
+    // router-gateway: two services on their own ports, with probes.
+    let (_t, dir) = example("router-gateway");
+    let up = Up::start(&dir, &[]);
+    loadtest(
+        &dir,
+        "scenarios/router.toml",
+        "http://127.0.0.1:8080",
+        "8s",
+        "0.1",
+    );
+    loadtest(
+        &dir,
+        "scenarios/gateway.toml",
+        "http://127.0.0.1:8000",
+        "8s",
+        "0.1",
+    );
+    check_settings(
+        &up,
+        &[("router", 1000, 1, 1000), ("memory-gateway", 500, 1, 500)],
+    );
+    up.stop();
+
+    // microservices: the migration job first, five services, secrets.
+    let (_t, dir) = example("microservices");
+    let up = Up::start(&dir, &[]);
+    assert!(up
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("job migrate") && l.contains("succeeded (5/5")));
+    loadtest(
+        &dir,
+        "scenarios/shop.toml",
+        "http://127.0.0.1:8000",
+        "8s",
+        "0.5",
+    );
+    check_settings(
+        &up,
+        &[
+            ("users", 80, 0, 20),
+            ("catalog", 80, 0, 20),
+            ("orders", 80, 0, 20),
+            ("payments", 80, 0, 20),
+            ("notifications", 80, 0, 20),
+        ],
+    );
+    let key = dir.join(".emu/secrets/payments/secrets/stripe/api-key");
+    assert_eq!(
+        std::fs::read_to_string(key).unwrap(),
+        "sk_test_local_only_not_a_real_key"
+    );
+    up.stop();
+}

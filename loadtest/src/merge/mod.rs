@@ -1,0 +1,5 @@
+//! `loadtest merge`.
+use crate::cli::MergeArgs;
+pub fn merge_command(_args: &MergeArgs) -> i32 {
+    2
+}

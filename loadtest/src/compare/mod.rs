@@ -348,7 +348,7 @@ pub fn throughput_windows(r: &Report) -> Vec<f64> {
         let b = h.end_s.floor() as u64;
         out.extend(
             tl.iter()
-                .filter(|i| i.second >= a && i.second + 1 <= b)
+                .filter(|i| i.second >= a && i.second < b)
                 .map(|i| i.requests as f64),
         );
     }

@@ -486,9 +486,9 @@ pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
         }
         s.push_str("</ul>");
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<h2>Method</h2><ul><li>Rule: {}</li><li>Latency: {}</li><li>Error rate: {}</li><li>Throughput: {}</li><li>Baseline noise: {}</li></ul></body></html>\n",
+        "<h2>Method</h2><ul><li>Rule: {}</li><li>Latency: {}</li><li>Error rate: {}</li><li>Throughput: {}</li><li>Baseline noise: {}</li></ul></body></html>",
         esc(&c.method.rule),
         esc(&c.method.latency),
         esc(&c.method.error_rate),

@@ -213,6 +213,9 @@ pub struct Metric {
     /// Short name of the method behind the interval (see `method` at the top level).
     pub method: String,
     pub verdict: MetricVerdict,
+    /// Why a metric was not judged, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// An SLO whose outcome differs from the baseline's, or that still fails.
@@ -370,8 +373,8 @@ struct Scope {
 fn methods(opts: &Options, baseline_runs: usize) -> Methods {
     Methods {
         latency: format!(
-            "bootstrap from the HDR histograms: {} paired resamples of each whole run (a percentile of n values resampled from a histogram is the histogram read at a Beta(k, n+1−k) quantile, k = ⌈q·n⌉), seed {}; the interval is the 2.5–97.5 % range of current/baseline − 1",
-            opts.resamples, opts.seed
+            "bootstrap from the HDR histograms: {} paired resamples of each whole run (a percentile of n values resampled from a histogram is the histogram read at a Beta(k, n+1−k) quantile, k = ⌈q·n⌉), seed {}; the interval is the 2.5–97.5 % range of current/baseline − 1; a percentile is judged only when each side has at least {} requests above it (n·(1−q) ≥ {}), since the bootstrap of an extreme order statistic is too narrow",
+            opts.resamples, opts.seed, stats::MIN_TAIL, stats::MIN_TAIL
         ),
         error_rate: "difference of proportions (current − baseline) with Newcombe's hybrid Wilson-score interval; it is larger than the tolerance when it exceeds tolerance × the baseline rate".into(),
         throughput: format!(
@@ -448,6 +451,7 @@ fn metric(
         p_value: None,
         method: method.into(),
         verdict: verdict.1,
+        detail: None,
     }
 }
 
@@ -566,19 +570,25 @@ pub fn compare(
                 .collect();
             let spread = stats::relative_spread(&per_run);
             let mut rng = stats::rng_for(opts.seed, &format!("{}.{name}", sc.id));
-            let change = stats::percentile_change(
-                &pooled,
-                cur,
-                q,
-                spread,
-                per_run.len(),
-                opts.resamples,
-                &mut rng,
-            );
+            let fewest = pooled.len().min(cur.len());
+            let tail_ok = stats::enough_tail(fewest, q);
+            let change = tail_ok
+                .then(|| {
+                    stats::percentile_change(
+                        &pooled,
+                        cur,
+                        q,
+                        spread,
+                        per_run.len(),
+                        opts.resamples,
+                        &mut rng,
+                    )
+                })
+                .flatten();
             let val = |h: &Histogram<u64>| {
                 (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
             };
-            metrics.push(metric(
+            let mut m = metric(
                 &sc.id,
                 &sc.request,
                 name,
@@ -590,7 +600,14 @@ pub fn compare(
                 change,
                 "bootstrap (HDR histogram)",
                 judge(change, true, |e| e.abs() > tol),
-            ));
+            );
+            if !tail_ok && fewest > 0 {
+                m.detail = Some(format!(
+                    "not judged: {fewest} requests leave fewer than {} above the {name} on one side; run longer or at a higher rate",
+                    stats::MIN_TAIL
+                ));
+            }
+            metrics.push(m);
         }
         let (bn, be) = sc
             .baseline

@@ -119,13 +119,17 @@ pub fn markdown(c: &Comparison) -> String {
     for m in &c.metrics {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}{} |",
             cell(&m.id),
             num(m.baseline, &m.unit),
             num(m.current, &m.unit),
             change(m),
             interval(m),
-            verdict_cell(m)
+            verdict_cell(m),
+            m.detail
+                .as_deref()
+                .map(|d| format!(" ({})", cell(d.trim_start_matches("not judged: "))))
+                .unwrap_or_default()
         );
     }
     if !c.warnings.is_empty() {

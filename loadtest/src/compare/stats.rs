@@ -22,6 +22,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, StandardNormal};
 
+/// A percentile is judged only with at least this many requests above it on each side: the
+/// bootstrap of a near-maximum order statistic is too narrow (the p99 of 60 requests is their
+/// maximum, and resampling cannot produce anything larger).
+pub const MIN_TAIL: f64 = 5.0;
+
+/// Whether `n` requests carry enough tail above the q-quantile to judge it.
+pub fn enough_tail(n: u64, q: f64) -> bool {
+    n as f64 * (1.0 - q) >= MIN_TAIL - 1e-9
+}
+
 /// Two-sided confidence level of every interval.
 pub const CONFIDENCE: f64 = 0.95;
 /// z for [`CONFIDENCE`].

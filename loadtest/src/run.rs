@@ -176,7 +176,20 @@ pub fn run_command(cmd: &RunCommand) -> i32 {
                 Err(e) => return bad_input(e),
             };
             match compare::load_baseline(path) {
-                Ok(b) => Some((b, tolerance)),
+                Ok(b) => {
+                    if let Some(other) = b
+                        .iter()
+                        .find(|l| l.report.scenario.name != prepared.scenario.name)
+                    {
+                        return bad_input(format!(
+                            "{}: scenario {:?}, but this run is {:?}: give a baseline of the same scenario",
+                            other.path.display(),
+                            other.report.scenario.name,
+                            prepared.scenario.name
+                        ));
+                    }
+                    Some((b, tolerance))
+                }
                 Err(e) => return bad_input(e),
             }
         }

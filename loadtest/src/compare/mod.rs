@@ -555,8 +555,18 @@ pub fn compare(
 
     let tol = opts.tolerance;
     let k = baseline.len();
-    let base_secs: f64 = baseline.iter().map(|b| b.report.duration_s.max(1e-9)).sum();
-    let cur_secs = current.report.duration_s.max(1e-9);
+    // Per-request rates over the planned schedule (what the rate was asked over), not the
+    // wall time, which includes waiting for the last answers.
+    let planned = |r: &Report| {
+        let s: f64 = r.scenario.stages.iter().map(|s| s.ramp_s + s.hold_s).sum();
+        if s > 0.0 {
+            s
+        } else {
+            r.duration_s.max(1e-9)
+        }
+    };
+    let base_secs: f64 = baseline.iter().map(|b| planned(&b.report)).sum();
+    let cur_secs = planned(&current.report);
     let mut metrics = Vec::new();
     for sc in &scopes {
         let hists: Vec<Histogram<u64>> = sc.baseline.iter().map(|x| x.0.clone()).collect();

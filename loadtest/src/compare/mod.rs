@@ -25,6 +25,10 @@ use stats::Interval;
 pub const SCHEMA_VERSION: u32 = 1;
 pub const DEFAULT_RESAMPLES: usize = 2000;
 pub const DEFAULT_SEED: u64 = 20_261_122;
+/// A run is cut into at most this many blocks of consecutive seconds for the block bootstrap.
+pub const MAX_BLOCKS: usize = 30;
+/// Block-bootstrap resamples (each merges every block of both sides, so fewer than per-request).
+pub const BLOCK_RESAMPLES: usize = 1000;
 
 /// A report that cannot be compared (or merged): which file, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -373,8 +377,8 @@ struct Scope {
 fn methods(opts: &Options, baseline_runs: usize) -> Methods {
     Methods {
         latency: format!(
-            "bootstrap from the HDR histograms: {} paired resamples of each whole run (a percentile of n values resampled from a histogram is the histogram read at a Beta(k, n+1−k) quantile, k = ⌈q·n⌉), seed {}; the interval is the 2.5–97.5 % range of current/baseline − 1; a percentile is judged only when each side has at least {} requests above it (n·(1−q) ≥ {}), since the bootstrap of an extreme order statistic is too narrow",
-            opts.resamples, opts.seed, stats::MIN_TAIL, stats::MIN_TAIL
+            "bootstrap from the HDR histograms: {} paired resamples of each whole run (a percentile of n values resampled from a histogram is the histogram read at a Beta(k, n+1−k) quantile, k = ⌈q·n⌉), seed {}; the interval is the 2.5–97.5 % range of current/baseline − 1; a percentile is judged only when each side has at least {} requests above it (n·(1−q) ≥ {}), since the bootstrap of an extreme order statistic is too narrow. Latencies cluster in time (a noisy neighbour slows a stretch of seconds), so overall percentiles are also block-bootstrapped by whole seconds (the run's timeline histograms, at most {} blocks, {} resamples) and the interval is the union of both; per-request intervals are widened on each side by the factor the blocks widened the overall one",
+            opts.resamples, opts.seed, stats::MIN_TAIL, stats::MIN_TAIL, MAX_BLOCKS, opts.resamples.min(BLOCK_RESAMPLES)
         ),
         error_rate: "difference of proportions (current − baseline) with Newcombe's hybrid Wilson-score interval; it is larger than the tolerance when it exceeds tolerance × the baseline rate".into(),
         throughput: format!(
@@ -567,12 +571,62 @@ pub fn compare(
     };
     let base_secs: f64 = baseline.iter().map(|b| planned(&b.report)).sum();
     let cur_secs = planned(&current.report);
+    // Per-second histograms of the overall latency, for the block bootstrap.
+    let run_blocks = |l: &Loaded| -> Result<Vec<Histogram<u64>>, InputError> {
+        let secs = l
+            .report
+            .timeline
+            .iter()
+            .map(|t| decode(&t.histogram, &l.path, &format!("timeline[{}]", t.second)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(stats::blocks(&secs, MAX_BLOCKS))
+    };
+    let mut base_blocks = Vec::new();
+    for b in baseline {
+        base_blocks.extend(run_blocks(b)?);
+    }
+    let cur_blocks = run_blocks(current)?;
+    // How much wider the block bootstrap made each overall percentile's interval: per-request
+    // intervals (no per-request seconds in the report) are widened by the same factor.
+    let mut inflation = [(1.0_f64, 1.0_f64); 3];
+
     let mut metrics = Vec::new();
     for sc in &scopes {
         let hists: Vec<Histogram<u64>> = sc.baseline.iter().map(|x| x.0.clone()).collect();
         let pooled = pool(&hists);
         let cur = &sc.current.0;
-        for (name, q) in [("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)] {
+        let qs = [0.50, 0.95, 0.99];
+        let block = if sc.request.is_none() {
+            let sigma: Vec<f64> = qs
+                .iter()
+                .map(|q| {
+                    let per_run: Vec<f64> = hists
+                        .iter()
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.value_at_quantile(*q) as f64 / 1000.0)
+                        .collect();
+                    if per_run.len() >= 2 {
+                        stats::relative_spread(&per_run) * (1.0 + 1.0 / per_run.len() as f64).sqrt()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            stats::block_percentile_change(
+                &base_blocks,
+                &cur_blocks,
+                &qs,
+                &sigma,
+                opts.resamples.min(BLOCK_RESAMPLES),
+                &mut stats::rng_for(opts.seed, "overall.blocks"),
+            )
+        } else {
+            None
+        };
+        for (qi, (name, q)) in [("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)]
+            .into_iter()
+            .enumerate()
+        {
             let per_run: Vec<f64> = hists
                 .iter()
                 .filter(|h| !h.is_empty())
@@ -595,6 +649,33 @@ pub fn compare(
                     )
                 })
                 .flatten();
+            // Overall: the union of the request-level and the block (whole-second) intervals;
+            // per request: widened by what the blocks did to the overall one.
+            let change = change.map(|i| {
+                let below = (i.estimate - i.low).max(1e-9);
+                let above = (i.high - i.estimate).max(1e-9);
+                match (&block, sc.request.is_none()) {
+                    (Some(b), true) => {
+                        let (lo, hi) = b[qi];
+                        let w = Interval {
+                            low: i.low.min(lo),
+                            high: i.high.max(hi),
+                            ..i
+                        };
+                        inflation[qi] = (
+                            ((w.estimate - w.low) / below).max(1.0),
+                            ((w.high - w.estimate) / above).max(1.0),
+                        );
+                        w
+                    }
+                    (_, false) => Interval {
+                        low: i.estimate - inflation[qi].0 * below,
+                        high: i.estimate + inflation[qi].1 * above,
+                        ..i
+                    },
+                    _ => i,
+                }
+            });
             let val = |h: &Histogram<u64>| {
                 (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
             };

@@ -148,6 +148,80 @@ pub fn percentile_change(
     })
 }
 
+/// The blocks of a run for the block bootstrap: its per-second histograms (empty seconds
+/// dropped), merged into at most `max_blocks` runs of consecutive seconds.
+pub fn blocks(seconds: &[Histogram<u64>], max_blocks: usize) -> Vec<Histogram<u64>> {
+    let full: Vec<&Histogram<u64>> = seconds.iter().filter(|h| !h.is_empty()).collect();
+    if full.is_empty() {
+        return Vec::new();
+    }
+    let per = full.len().div_ceil(max_blocks.max(1));
+    full.chunks(per)
+        .map(|c| {
+            let mut h = Histogram::new(2).expect("2 significant figures");
+            for x in c {
+                let _ = h.add(*x);
+            }
+            h
+        })
+        .collect()
+}
+
+fn resample_blocks(blocks: &[Histogram<u64>], rng: &mut StdRng) -> Histogram<u64> {
+    let mut h = Histogram::new(2).expect("2 significant figures");
+    for _ in 0..blocks.len() {
+        let _ = h.add(&blocks[rng.random_range(0..blocks.len())]);
+    }
+    h
+}
+
+/// Block bootstrap of the change of several quantiles at once: each resample draws whole
+/// blocks of seconds with replacement on each side. Latencies are not independent — a noisy
+/// neighbour or a GC pause slows a stretch of seconds together — and resampling whole seconds
+/// keeps that clustering, where resampling single requests would call a one-second hiccup a
+/// significant shift. `sigma[i]` is the between-run log spread to add (see
+/// [`percentile_change`]). Returns, per quantile, the interval of current/baseline − 1 (without
+/// the point estimate, which the caller has). `None` with fewer than two blocks a side.
+pub fn block_percentile_change(
+    baseline: &[Histogram<u64>],
+    current: &[Histogram<u64>],
+    qs: &[f64],
+    sigma: &[f64],
+    resamples: usize,
+    rng: &mut StdRng,
+) -> Option<Vec<(f64, f64)>> {
+    if baseline.len() < 2 || current.len() < 2 {
+        return None;
+    }
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); qs.len()];
+    for _ in 0..resamples.max(1) {
+        let b = resample_blocks(baseline, rng);
+        let c = resample_blocks(current, rng);
+        for (i, q) in qs.iter().enumerate() {
+            let noise = if sigma[i] > 0.0 {
+                let z: f64 = StandardNormal.sample(rng);
+                (sigma[i] * z).exp()
+            } else {
+                1.0
+            };
+            ratios[i].push(at(&c, *q) * noise / at(&b, *q).max(1e-6) - 1.0);
+        }
+    }
+    let a = (1.0 - CONFIDENCE) / 2.0;
+    Some(
+        ratios
+            .into_iter()
+            .map(|mut r| {
+                r.sort_by(f64::total_cmp);
+                (
+                    percentile_of_sorted(&r, a),
+                    percentile_of_sorted(&r, 1.0 - a),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Wilson score interval of a proportion `x / n`.
 pub fn wilson(x: u64, n: u64) -> (f64, f64) {
     if n == 0 {
@@ -353,6 +427,60 @@ mod tests {
         assert!(narrow.significant(), "{narrow:?}");
         assert!(!wide.significant(), "{wide:?}");
         assert!(wide.high - wide.low > 3.0 * (narrow.high - narrow.low));
+    }
+
+    #[test]
+    fn a_one_second_hiccup_is_not_a_shift_but_a_steady_shift_is() {
+        let secs = |median: f64, seed: u64| -> Vec<Histogram<u64>> {
+            (0..10).map(|i| hist(median, 100, seed + i)).collect()
+        };
+        let base = secs(20.0, 0);
+        let mut hiccup = secs(20.0, 100);
+        hiccup[4] = hist(60.0, 100, 999);
+        let all = |v: &[Histogram<u64>]| {
+            let mut h = Histogram::new(2).unwrap();
+            for x in v {
+                h.add(x).unwrap();
+            }
+            h
+        };
+        // Request by request, the hiccup looks like a significant p95 shift…
+        let iid = percentile_change(
+            &all(&base),
+            &all(&hiccup),
+            0.95,
+            0.0,
+            1,
+            1000,
+            &mut rng_for(1, "i"),
+        )
+        .unwrap();
+        assert!(iid.significant() && iid.low > 0.1, "{iid:?}");
+        // …second by second it is one bad second out of ten.
+        let q = [0.5, 0.95];
+        let blk = block_percentile_change(
+            &blocks(&base, 40),
+            &blocks(&hiccup, 40),
+            &q,
+            &[0.0, 0.0],
+            1000,
+            &mut rng_for(1, "b"),
+        )
+        .unwrap();
+        assert!(blk[1].0 <= 0.0, "p95 interval should include zero: {blk:?}");
+        let steady = secs(26.0, 200);
+        let blk = block_percentile_change(
+            &blocks(&base, 40),
+            &blocks(&steady, 40),
+            &q,
+            &[0.0, 0.0],
+            1000,
+            &mut rng_for(1, "b"),
+        )
+        .unwrap();
+        assert!(blk[0].0 > 0.15 && blk[1].0 > 0.1, "{blk:?}");
+        assert_eq!(blocks(&base, 4).len(), 4);
+        assert_eq!(blocks(&base, 4).iter().map(|h| h.len()).sum::<u64>(), 1000);
     }
 
     #[test]

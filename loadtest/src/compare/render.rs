@@ -300,11 +300,9 @@ fn percentile_bars(c: &Comparison) -> String {
     let h = 34.0 + row_h * rows.len() as f64;
     let xmax = nice_ceiling(
         rows.iter()
-            .map(|m| {
-                let b = m.baseline.unwrap_or(0.0);
-                let hi = m.interval.map(|i| b * (1.0 + i[1])).unwrap_or(0.0);
-                b.max(m.current.unwrap_or(0.0)).max(hi)
-            })
+            // Whiskers beyond 1.5× the largest value are clipped at the edge, so a wide p99
+            // interval does not squash every bar.
+            .map(|m| m.baseline.unwrap_or(0.0).max(m.current.unwrap_or(0.0)) * 1.5)
             .fold(0.0, f64::max),
     );
     let px = |x: f64| l + (x / xmax).clamp(0.0, 1.0) * (w - l - r);

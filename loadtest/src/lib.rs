@@ -5,8 +5,10 @@
 //! tests drive the same code the binary does.
 
 pub mod cli;
+pub mod compare;
 pub mod emu;
 pub mod engine;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -25,5 +27,7 @@ pub fn run_cli(cli: cli::Cli) -> i32 {
     match cli.command {
         cli::Command::Run(args) => run::run_command(&args),
         cli::Command::List { path } => run::list_command(path.as_deref()),
+        cli::Command::Compare(args) => compare::compare_command(&args),
+        cli::Command::Merge(args) => merge::merge_command(&args),
     }
 }

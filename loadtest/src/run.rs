@@ -5,13 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, RunCommand};
+use crate::compare;
 use crate::emu;
 use crate::engine::{self, record, EngineResult, Recorder, Schedule};
 use crate::exit;
 use crate::report::{
     self, EmulatorSection, HoldInfo, Latency, LoadInfo, Report, RequestInfo, RequestReport,
-    ScenarioInfo, StageInfo, TimelineItem, ToolInfo, Totals, Verdict,
+    ScenarioInfo, ShardInfo, SloRules, StageInfo, TimelineItem, ToolInfo, Totals, Verdict,
 };
 use crate::scenario::{self, Scenario, DEFAULT_TARGET};
 use crate::slo;
@@ -49,6 +50,39 @@ pub struct Prepared {
     pub out: PathBuf,
     pub duration_factor: f64,
     pub rps_factor: f64,
+    /// `--shard I/N`: this run carries 1/N of the scenario's rate.
+    pub shard: Option<ShardInfo>,
+}
+
+/// Parses `--shard I/N` (1 ≤ I ≤ N ≤ 10000).
+pub fn parse_shard(s: &str) -> Result<ShardInfo, String> {
+    let bad = || {
+        format!(
+            "--shard {s:?} must be I/N with 1 ≤ I ≤ N, e.g. 1/4 (in a Kubernetes Indexed Job: --shard $((JOB_COMPLETION_INDEX+1))/N)"
+        )
+    };
+    let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+    let i: u32 = i.trim().parse().map_err(|_| bad())?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if i < 1 || i > n || n > 10_000 {
+        return Err(bad());
+    }
+    Ok(ShardInfo { index: i, count: n })
+}
+
+/// [`prepare`], then keep the shard's share of the rate (the throughput SLO and the in-flight
+/// cap scale with it, so each shard is judged on its own share).
+pub fn prepare_shard(args: &RunArgs, shard: Option<ShardInfo>) -> Result<Prepared, String> {
+    let mut p = prepare(args)?;
+    if let Some(sh) = shard {
+        if sh.count > 1 {
+            let f = 1.0 / f64::from(sh.count);
+            p.scenario.scale_rps(f);
+            p.rps_factor *= f;
+        }
+        p.shard = Some(sh);
+    }
+    Ok(p)
 }
 
 /// Validates the arguments into a [`Prepared`] run, or a message for exit code 2.
@@ -118,14 +152,47 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, String> {
         out,
         duration_factor,
         rps_factor,
+        shard: None,
     })
 }
 
 /// `loadtest run`.
-pub fn run_command(args: &RunArgs) -> i32 {
-    let prepared = match prepare(args) {
+pub fn run_command(cmd: &RunCommand) -> i32 {
+    let args = &cmd.args;
+    let shard = match cmd.shard.as_deref().map(parse_shard).transpose() {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    let prepared = match prepare_shard(args, shard) {
         Ok(p) => p,
         Err(e) => return bad_input(e),
+    };
+    // The baseline is read before any traffic: a typo in its path should not cost a run.
+    let baseline = match &cmd.baseline {
+        None => None,
+        Some(path) => {
+            let tolerance = match compare::parse_tolerance(&cmd.tolerance) {
+                Ok(t) => t,
+                Err(e) => return bad_input(e),
+            };
+            match compare::load_baseline(path) {
+                Ok(b) => {
+                    if let Some(other) = b
+                        .iter()
+                        .find(|l| l.report.scenario.name != prepared.scenario.name)
+                    {
+                        return bad_input(format!(
+                            "{}: scenario {:?}, but this run is {:?}: give a baseline of the same scenario",
+                            other.path.display(),
+                            other.report.scenario.name,
+                            prepared.scenario.name
+                        ));
+                    }
+                    Some((b, tolerance))
+                }
+                Err(e) => return bad_input(e),
+            }
+        }
     };
     if let Err(e) = std::fs::create_dir_all(&prepared.out) {
         return bad_input(format!(
@@ -166,7 +233,35 @@ pub fn run_command(args: &RunArgs) -> i32 {
         );
     }
     eprintln!("  reports: {}", prepared.out.display());
-    report.verdict.exit_code()
+    let code = report.verdict.exit_code();
+    let Some((baseline, tolerance)) = baseline else {
+        return code;
+    };
+    let current = compare::Loaded {
+        path: prepared.out.join("report.json"),
+        report,
+    };
+    let opts = compare::Options {
+        tolerance,
+        ..compare::Options::default()
+    };
+    match compare::compare(&baseline, &current, &opts) {
+        Err(e) => bad_input(e),
+        Ok(c) => {
+            if let Err(e) = compare::write_all(&c, &baseline, &current, &prepared.out) {
+                eprintln!(
+                    "loadtest: cannot write the comparison to {}: {e}",
+                    prepared.out.display()
+                );
+            }
+            compare::print_summary(&c);
+            match (code, c.regressed()) {
+                (exit::INVALID, _) => exit::INVALID,
+                (_, true) => exit::SLO_FAILED,
+                (code, false) => code,
+            }
+        }
+    }
 }
 
 /// Runs a scenario (name or path) against `target`, writes the four reports into `out` and
@@ -475,6 +570,9 @@ pub fn build_report(
         timeline,
         slos,
         emulator,
+        slo_rules: Some(SloRules::from_slos(&sc.slos)),
+        shard: p.shard,
+        merged_from: Vec::new(),
     }
 }
 

@@ -126,6 +126,17 @@ impl Second {
         }
     }
 
+    /// A second rebuilt from a report (what `loadtest merge` judges merged shards with).
+    pub fn from_parts(requests: u64, errors: u64, cold_starts: u64, hist: Histogram<u64>) -> Self {
+        Second {
+            requests,
+            errors,
+            cold_starts,
+            hist: SecondHist::Live(hist),
+            summary: None,
+        }
+    }
+
     /// The histogram (unpacked copy when packed).
     pub fn histogram(&self) -> Histogram<u64> {
         match &self.hist {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emu::EmuObserved;
 use crate::engine::record::{encode_hist, pct_ms};
+use crate::scenario::{LatencySlo, Slos};
 use crate::slo::SloResult;
 
 /// The shape version of `report.json`.
@@ -232,6 +233,131 @@ pub struct Report {
     pub timeline: Vec<TimelineItem>,
     pub slos: Vec<SloResult>,
     pub emulator: EmulatorSection,
+    /// The SLO rules as judged (after `--duration`/`--rps`/`--shard` scaling), so `loadtest
+    /// merge` can judge merged shards by the same rules without the scenario file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_rules: Option<SloRules>,
+    /// Set when this run was one shard (`--shard I/N`) of a bigger load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// Set on a report written by `loadtest merge`: the shard reports it was made of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedShard>,
+}
+
+/// Which share of the load a run carried: the `index`-th (1-based) of `count` equal shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// One input of a merged report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    pub started_unix_ms: i64,
+    pub requests: u64,
+    /// Where this shard's second 0 falls in the merged timeline.
+    pub offset_s: u64,
+}
+
+/// Latency thresholds (ms) of one scope, as in the scenario's `[slo]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+}
+
+/// A window rule: `window_s` seconds and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WindowRule {
+    pub window_s: f64,
+    pub limit: f64,
+}
+
+/// The serialisable form of [`crate::scenario::Slos`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SloRules {
+    pub overall: LatencyRules,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_excluding_cold_starts_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rps: Option<f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_request: BTreeMap<String, LatencyRules>,
+    /// p95 of every window ≤ limit (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windowed: Option<WindowRule>,
+    /// p95 of last window / first ≤ limit (ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<WindowRule>,
+}
+
+impl SloRules {
+    pub fn from_slos(s: &Slos) -> SloRules {
+        let lat = |l: &LatencySlo| LatencyRules {
+            p50_ms: l.p50_ms,
+            p95_ms: l.p95_ms,
+            p99_ms: l.p99_ms,
+        };
+        let win = |w: &Option<(std::time::Duration, f64)>| {
+            w.map(|(d, limit)| WindowRule {
+                window_s: d.as_secs_f64(),
+                limit,
+            })
+        };
+        SloRules {
+            overall: lat(&s.overall),
+            p95_excluding_cold_starts_ms: s.p95_excluding_cold_starts_ms,
+            error_rate: s.error_rate,
+            min_rps: s.min_rps,
+            per_request: s
+                .per_request
+                .iter()
+                .map(|(n, l)| (n.clone(), lat(l)))
+                .collect(),
+            windowed: win(&s.windowed),
+            drift: win(&s.drift),
+        }
+    }
+
+    pub fn to_slos(&self) -> Slos {
+        let lat = |l: &LatencyRules| LatencySlo {
+            p50_ms: l.p50_ms,
+            p95_ms: l.p95_ms,
+            p99_ms: l.p99_ms,
+        };
+        let win = |w: &Option<WindowRule>| {
+            w.map(|w| {
+                (
+                    std::time::Duration::from_secs_f64(w.window_s.max(0.0)),
+                    w.limit,
+                )
+            })
+        };
+        Slos {
+            overall: lat(&self.overall),
+            p95_excluding_cold_starts_ms: self.p95_excluding_cold_starts_ms,
+            error_rate: self.error_rate,
+            min_rps: self.min_rps,
+            per_request: self
+                .per_request
+                .iter()
+                .map(|(n, l)| (n.clone(), lat(l)))
+                .collect(),
+            windowed: win(&self.windowed),
+            drift: win(&self.drift),
+        }
+    }
 }
 
 impl Report {

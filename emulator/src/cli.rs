@@ -684,9 +684,13 @@ pub fn status_table(v: &serde_json::Value) -> String {
     for s in v["services"].as_array().unwrap_or(&empty) {
         let _ = writeln!(
             out,
-            "\nSERVICE {}  {}  runner={} concurrency={} instances={}..{} timeout={}s",
+            "\nSERVICE {}  {}{}  runner={} concurrency={} instances={}..{} timeout={}s",
             s["name"].as_str().unwrap_or("?"),
             s["url"].as_str().unwrap_or(""),
+            s["port"]
+                .as_u64()
+                .map(|p| format!(" (and :{p})"))
+                .unwrap_or_default(),
             s["runner"]["kind"].as_str().unwrap_or("?"),
             s["spec"]["concurrency"],
             s["spec"]["min_instances"],

@@ -10,7 +10,7 @@
 //! `late_p99_us` is how far behind schedule the pacing itself ran (the client's own error).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -20,6 +20,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
 
 struct Args {
     host: String,

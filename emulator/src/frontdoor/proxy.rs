@@ -6,7 +6,6 @@
 //! machinery, and allocates nothing per request that is only needed for the request log.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -56,9 +55,21 @@ pub struct UpstreamClient {
     pool: Arc<ConnPool>,
 }
 
+/// Idle connections by instance address. A list, not a map: there are a few addresses, and
+/// comparing one costs less than hashing it (`Authority` hashes byte by byte, case-folded).
 #[derive(Default)]
 struct ConnPool {
-    idle: Mutex<HashMap<Authority, Vec<IdleConn>>>,
+    idle: Mutex<Vec<(Authority, Vec<IdleConn>)>>,
+}
+
+/// The idle list for `addr`, if there is one.
+fn idle_for<'a>(
+    idle: &'a mut [(Authority, Vec<IdleConn>)],
+    addr: &Authority,
+) -> Option<&'a mut Vec<IdleConn>> {
+    idle.iter_mut()
+        .find(|(a, _)| a.as_str() == addr.as_str())
+        .map(|(_, l)| l)
 }
 
 /// The connection to an instance as hyper's client sees it. A write the instance refused (it
@@ -168,9 +179,11 @@ impl Conn {
         }
         let now = Instant::now();
         let mut idle = self.pool.idle.lock();
-        let list = match idle.get_mut(&self.addr) {
-            Some(l) => l,
-            None => idle.entry(self.addr).or_default(),
+        if idle_for(&mut idle, &self.addr).is_none() {
+            idle.push((self.addr.clone(), Vec::new()));
+        }
+        let Some(list) = idle_for(&mut idle, &self.addr) else {
+            return;
         };
         // The oldest connection sits at the bottom: drop it once it is stale.
         if list
@@ -198,7 +211,7 @@ impl ConnPool {
     /// The most recently used open connection to `addr`.
     fn check_out(&self, addr: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock();
-        let list = idle.get_mut(addr)?;
+        let list = idle_for(&mut idle, addr)?;
         let now = Instant::now();
         while let Some(c) = list.pop() {
             if !c.send.is_closed() && now - c.since <= IDLE_TIMEOUT {
@@ -225,7 +238,11 @@ async fn connect(addr: &Authority) -> Result<http1::SendRequest<UpstreamBody>, S
         inner: TokioIo::new(stream),
         broken: false,
     };
-    let (send, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
+    let (send, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(io)
+        .await
+        .map_err(SendError::Http)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -5,6 +5,8 @@
 #   bench/frontdoor.sh                 # build, then ~3.5 min of measuring
 #   REPEATS=5 bench/frontdoor.sh       # more rounds (each round measures all three targets)
 #   NO_BUILD=1 bench/frontdoor.sh      # use target/release as it is
+#   EMU_BEFORE=/tmp/emu-old bench/frontdoor.sh   # also measure another emu build ("emu-before"),
+#                                                # e.g. one built from an earlier commit
 #
 # Targets, each serving bench-hello (bench/hello: 200 "hello\n" to everything):
 #   direct  bench-hello itself
@@ -27,11 +29,16 @@ LAT_CONNS="${LAT_CONNS:-16}"
 HELLO_PORT="${HELLO_PORT:-18181}"
 EMU_PORT="${EMU_PORT:-18182}"
 NGINX_PORT="${NGINX_PORT:-18183}"
+BEFORE_PORT="${BEFORE_PORT:-18184}"
 TARGETS=(direct emu nginx)
+if [ -n "${EMU_BEFORE:-}" ]; then
+    [ -x "$EMU_BEFORE" ] || die "EMU_BEFORE=$EMU_BEFORE is not an executable"
+    TARGETS+=(emu-before)
+fi
 
 need_pkgs wrk:wrk nginx:nginx
 build -p emulator -p bench-hello
-for p in "$HELLO_PORT" "$EMU_PORT" "$NGINX_PORT"; do need_free_port "$p"; done
+for p in "$HELLO_PORT" "$EMU_PORT" "$NGINX_PORT" "$BEFORE_PORT"; do need_free_port "$p"; done
 
 # --- the three targets -------------------------------------------------------------------------
 spawn hello "$BIN/bench-hello" "127.0.0.1:$HELLO_PORT"
@@ -49,6 +56,12 @@ max_instances = 1
 TOML
 spawn emu "$BIN/emu" up --config "$WORK/emu/emu.toml" --port "$EMU_PORT" --request-log off
 wait_port "$EMU_PORT"
+if [ -n "${EMU_BEFORE:-}" ]; then
+    mkdir -p "$WORK/emu-before"
+    cp "$WORK/emu/emu.toml" "$WORK/emu-before/emu.toml"
+    spawn emu-before "$EMU_BEFORE" up --config "$WORK/emu-before/emu.toml" --port "$BEFORE_PORT" --request-log off
+    wait_port "$BEFORE_PORT"
+fi
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<CONF
@@ -88,23 +101,26 @@ url() {
         direct) echo "http://127.0.0.1:$HELLO_PORT/" ;;
         emu) echo "http://127.0.0.1:$EMU_PORT/" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
+        emu-before) echo "http://127.0.0.1:$BEFORE_PORT/" ;;
     esac
 }
 
-# The emu instance is ready once a request through it succeeds.
-for _ in $(seq 100); do
-    curl -sf -o /dev/null "$(url emu)" && break
-    sleep 0.2
+# An emu's instance is ready once a request through it succeeds.
+for t in "${TARGETS[@]}"; do
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "$(url "$t")" && break
+        sleep 0.2
+    done
 done
 for t in "${TARGETS[@]}"; do
     curl -sf -o /dev/null "$(url "$t")" || die "$t ($(url "$t")) does not answer 200 (logs in $WORK)"
 done
 
 # --- measuring ---------------------------------------------------------------------------------
-# Round r starts with target r mod 3, so no target always runs first (or after the same one).
+# Round r starts with target r mod n, so no target always runs first (or after the same one).
 order() {
-    local r="$1" i
-    for i in 0 1 2; do echo "${TARGETS[$(((r + i) % 3))]}"; done
+    local r="$1" n="${#TARGETS[@]}" i
+    for i in $(seq 0 $((n - 1))); do echo "${TARGETS[$(((r + i) % n))]}"; done
 }
 
 log "bench: warming up"
@@ -158,7 +174,9 @@ done)
 
 | throughput ratio | median of per-round ratios | each round |
 |---|---:|---|
-$(for pair in emu:direct nginx:direct emu:nginx; do
+$(pairs=(emu:direct nginx:direct emu:nginx)
+[ -n "${EMU_BEFORE:-}" ] && pairs+=(emu-before:direct emu-before:nginx emu:emu-before)
+for pair in "${pairs[@]}"; do
     a="${pair%%:*}"; b="${pair##*:}"
     printf '| %s / %s | %s | %s |\n' "$a" "$b" "$(round_ratio "$a" "$b")" \
         "$(for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$a,$r]}" "${TPR[$b,$r]}"; done | tr '\n' ' ')"

@@ -4,6 +4,7 @@
 #
 #   bench/generator.sh               # build, then ~2.5 min of measuring
 #   NO_BUILD=1 REPEATS=5 bench/generator.sh
+#   LOADTEST=/path/to/loadtest PEAK=/path/to/peak.toml bench/generator.sh   # another build
 #
 # Target: bench-hello (bench/hello), reached directly, so the generator is what runs out first.
 #   max rate   wrk -t$THREADS -c$CONNS -d${MAX_SECONDS}s, against `loadtest run` of a one-stage
@@ -26,10 +27,14 @@ HELLO_PORT="${HELLO_PORT:-18191}"
 URL="http://127.0.0.1:$HELLO_PORT"
 
 need_pkgs wrk:wrk jq:jq
-build -p loadtest -p bench-hello
+if [ -n "${LOADTEST:-}" ]; then build -p bench-hello; else build -p loadtest -p bench-hello; fi
 need_free_port "$HELLO_PORT"
 
-LT="$BIN/loadtest"
+LT="${LOADTEST:-$BIN/loadtest}"
+# The peak scenario: the repo's file when there is one, else whatever loadtest finds by name.
+PEAK="${PEAK:-}"
+[ -z "$PEAK" ] && [ -f "$ROOT/scenarios/peak.toml" ] && PEAK="$ROOT/scenarios/peak.toml"
+PEAK="${PEAK:-peak}"
 if ! "$LT" run --help 2>/dev/null | grep -q -- '--rps'; then
     cat <<REPORT
 ## Generator (bench/generator.sh)
@@ -99,7 +104,7 @@ done
 out="$WORK/peak"
 set +e
 /usr/bin/time -v -o "$WORK/peak.time" \
-    "$LT" run peak --target "$URL" --rps "$PEAK_RPS" --duration "${PEAK_SECONDS}s" --out "$out" --no-progress \
+    "$LT" run "$PEAK" --target "$URL" --rps "$PEAK_RPS" --duration "${PEAK_SECONDS}s" --out "$out" --no-progress \
     >"$WORK/lt-peak.log" 2>&1 &
 TPID=$!
 PIDS+=("$TPID")

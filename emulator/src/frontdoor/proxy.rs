@@ -597,15 +597,12 @@ async fn forward_inner(
             return (Err(ProxyError::InstanceFailed), Some(trace));
         }
         Ok(Err(SendError::Http(e))) => {
-            let too_large = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<http_body_util::LengthLimitError>())
-                .is_some()
-                || format!("{e:?}").contains("LengthLimitError");
+            let too_large = body_too_large(&e);
             if too_large {
                 return (Err(ProxyError::BodyTooLarge), Some(trace));
             }
             let state = permit.slot.state();
-            tracing::debug!(instance = %permit.slot.id, ?state, error = %e, "upstream request failed");
+            tracing::debug!(instance = %permit.slot.id, ?state, error = ?e, "upstream request failed");
             return (Err(ProxyError::InstanceFailed), Some(trace));
         }
         Ok(Ok(r)) => r,
@@ -645,6 +642,18 @@ async fn forward_inner(
         )),
         Some(trace),
     )
+}
+
+/// True when a forwarding error came from the 32 MiB cap on a streamed (chunked) request body.
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 pin_project! {

@@ -54,6 +54,8 @@ impl InstanceState {
 #[derive(Debug)]
 pub struct Slot {
     pub id: Arc<str>,
+    /// `id` as the `x-emu-instance` header value, built once rather than per response.
+    id_header: Option<http::HeaderValue>,
     /// `http://127.0.0.1:PORT`, set when the process is started.
     addr: OnceLock<http::uri::Authority>,
     state: AtomicU8,
@@ -68,8 +70,10 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(id: impl Into<Arc<str>>) -> Arc<Slot> {
+        let id: Arc<str> = id.into();
         Arc::new(Slot {
-            id: id.into(),
+            id_header: http::HeaderValue::from_str(&id).ok(),
+            id,
             addr: OnceLock::new(),
             state: AtomicU8::new(0),
             in_flight: AtomicU32::new(0),
@@ -79,6 +83,10 @@ impl Slot {
             idle: Notify::new(),
             pid: AtomicU32::new(0),
         })
+    }
+    /// The instance id as a header value (`None` if it is not a valid one).
+    pub fn id_header(&self) -> Option<&http::HeaderValue> {
+        self.id_header.as_ref()
     }
     pub fn set_addr(&self, addr: http::uri::Authority) {
         let _ = self.addr.set(addr);
@@ -309,7 +317,21 @@ impl Pool {
     /// Takes a slot, waiting in the FIFO queue when none is free. `deadline` is the request's timeout.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, AdmitError> {
         let arrived = Instant::now();
-        let (id, mut rx) = {
+        match self.try_acquire(arrived)? {
+            Ok(permit) => Ok(permit),
+            // Boxed: waiting is the rare path, and its state (a timer, a channel) would otherwise
+            // ride in every request's future.
+            Err((id, rx)) => Box::pin(self.wait(id, rx, arrived, deadline)).await,
+        }
+    }
+
+    /// A free slot now (`Ok(Ok)`), or a place in the queue (`Ok(Err)`).
+    #[allow(clippy::type_complexity)]
+    fn try_acquire(
+        self: &Arc<Self>,
+        arrived: Instant,
+    ) -> Result<Result<Permit, (u64, oneshot::Receiver<Arc<Slot>>)>, AdmitError> {
+        let (id, rx) = {
             let mut inner = self.inner.lock();
             if inner.closed {
                 return Err(AdmitError::ShuttingDown);
@@ -318,12 +340,12 @@ impl Pool {
             inner.concurrency += 1;
             if let Some(slot) = self.pick(&inner) {
                 slot.in_flight.fetch_add(1, Ordering::Relaxed);
-                return Ok(Permit {
+                return Ok(Ok(Permit {
                     pool: self.clone(),
                     slot,
                     cold: false,
                     queued: Duration::ZERO,
-                });
+                }));
             }
             let (tx, rx) = oneshot::channel();
             let id = inner.next_waiter;
@@ -332,7 +354,17 @@ impl Pool {
             (id, rx)
         };
         self.demand.notify_one();
+        Ok(Err((id, rx)))
+    }
 
+    /// Waits in the queue for a slot, up to the queue timeout or `deadline`.
+    async fn wait(
+        self: &Arc<Self>,
+        id: u64,
+        mut rx: oneshot::Receiver<Arc<Slot>>,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Result<Permit, AdmitError> {
         let queue_deadline = arrived + self.queue_timeout();
         let until = queue_deadline.min(deadline);
         let granted = tokio::time::timeout_at(until, &mut rx).await;

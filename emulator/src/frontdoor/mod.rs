@@ -135,7 +135,8 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().writev(false);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# bench/frontdoor.sh: what emu's front door costs, measured against a direct connection and nginx
+# in the same run (issue 7). Prints a markdown report; ratios are what to compare across machines.
+#
+#   bench/frontdoor.sh                 # build, then ~3.5 min of measuring
+#   REPEATS=5 bench/frontdoor.sh       # more rounds (each round measures all three targets)
+#   NO_BUILD=1 bench/frontdoor.sh      # use target/release as it is
+#   EMU_BEFORE=/tmp/emu-old bench/frontdoor.sh   # also measure another emu build ("emu-before"),
+#                                                # e.g. one built from an earlier commit
+#
+# Targets, each serving bench-hello (bench/hello: 200 "hello\n" to everything):
+#   direct  bench-hello itself
+#   emu     `emu up` with one `upstream` service, concurrency 1000 so admission never queues
+#   nginx   Debian's nginx, proxy_pass to an upstream block with keepalive connections
+# Measures, in rounds that rotate the order so background load hits all three alike:
+#   throughput  wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s, requests/s
+#   latency     bench-rate (bench/hello/src/bin/rate.rs) at $RATE requests/s for ${LAT_SECONDS}s
+#               over $LAT_CONNS connections, measured from each request's intended send time
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+REPEATS="${REPEATS:-3}"
+THREADS="${THREADS:-2}"
+CONNS="${CONNS:-64}"
+TP_SECONDS="${TP_SECONDS:-8}"
+RATE="${RATE:-1000}"
+LAT_SECONDS="${LAT_SECONDS:-10}"
+LAT_CONNS="${LAT_CONNS:-16}"
+HELLO_PORT="${HELLO_PORT:-18181}"
+EMU_PORT="${EMU_PORT:-18182}"
+NGINX_PORT="${NGINX_PORT:-18183}"
+BEFORE_PORT="${BEFORE_PORT:-18184}"
+TARGETS=(direct emu nginx)
+if [ -n "${EMU_BEFORE:-}" ]; then
+    [ -x "$EMU_BEFORE" ] || die "EMU_BEFORE=$EMU_BEFORE is not an executable"
+    TARGETS+=(emu-before)
+fi
+
+need_pkgs wrk:wrk nginx:nginx
+build -p emulator -p bench-hello
+for p in "$HELLO_PORT" "$EMU_PORT" "$NGINX_PORT" "$BEFORE_PORT"; do need_free_port "$p"; done
+
+# --- the three targets -------------------------------------------------------------------------
+spawn hello "$BIN/bench-hello" "127.0.0.1:$HELLO_PORT"
+wait_port "$HELLO_PORT"
+
+mkdir -p "$WORK/emu"
+cat >"$WORK/emu/emu.toml" <<TOML
+# Admission runs (slots, counters, the time-weighted concurrency) but never waits.
+[[service]]
+name = "hello"
+upstream = "http://127.0.0.1:$HELLO_PORT"
+concurrency = 1000
+min_instances = 1
+max_instances = 1
+TOML
+spawn emu "$BIN/emu" up --config "$WORK/emu/emu.toml" --port "$EMU_PORT" --request-log off
+wait_port "$EMU_PORT"
+if [ -n "${EMU_BEFORE:-}" ]; then
+    mkdir -p "$WORK/emu-before"
+    cp "$WORK/emu/emu.toml" "$WORK/emu-before/emu.toml"
+    spawn emu-before "$EMU_BEFORE" up --config "$WORK/emu-before/emu.toml" --port "$BEFORE_PORT" --request-log off
+    wait_port "$BEFORE_PORT"
+fi
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+# A reverse proxy as people deploy it: workers per core, keepalive to the upstream, no logging.
+user root;
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream hello {
+        server 127.0.0.1:$HELLO_PORT;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+spawn nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log"
+wait_port "$NGINX_PORT"
+
+url() {
+    case "$1" in
+        direct) echo "http://127.0.0.1:$HELLO_PORT/" ;;
+        emu) echo "http://127.0.0.1:$EMU_PORT/" ;;
+        nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
+        emu-before) echo "http://127.0.0.1:$BEFORE_PORT/" ;;
+    esac
+}
+
+# An emu's instance is ready once a request through it succeeds.
+for t in "${TARGETS[@]}"; do
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "$(url "$t")" && break
+        sleep 0.2
+    done
+done
+for t in "${TARGETS[@]}"; do
+    curl -sf -o /dev/null "$(url "$t")" || die "$t ($(url "$t")) does not answer 200 (logs in $WORK)"
+done
+
+# --- measuring ---------------------------------------------------------------------------------
+# Round r starts with target r mod n, so no target always runs first (or after the same one).
+order() {
+    local r="$1" n="${#TARGETS[@]}" i
+    for i in $(seq 0 $((n - 1))); do echo "${TARGETS[$(((r + i) % n))]}"; done
+}
+
+log "bench: warming up"
+for t in "${TARGETS[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d2s "$(url "$t")" >/dev/null; done
+
+declare -A TP TPR LAT50 LAT99
+for r in $(seq 0 $((REPEATS - 1))); do
+    for t in $(order "$r"); do
+        out="$(wrk -t"$THREADS" -c"$CONNS" -d"${TP_SECONDS}s" "$(url "$t")")"
+        rps="$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ { print $2 }')"
+        errs="$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ { print }')"
+        [ -n "$errs" ] && log "bench: $t: $errs"
+        TP[$t]+="$rps "
+        TPR[$t,$r]="$rps"
+        log "bench: round $((r + 1))/$REPEATS throughput $t: $rps req/s"
+    done
+    for t in $(order "$r"); do
+        line="$("$BIN/bench-rate" "$(url "$t")" "$RATE" "$LAT_SECONDS" "$LAT_CONNS" 1)"
+        [ "$(kv errors "$line")" = 0 ] || log "bench: $t: errors at $RATE rps: $line"
+        LAT50[$t]+="$(kv p50_us "$line") "
+        LAT99[$t]+="$(kv p99_us "$line") "
+        log "bench: round $((r + 1))/$REPEATS latency $t: $line"
+    done
+done
+
+med() { printf '%s\n' $1 | median; }
+declare -A M_TP M_50 M_99
+for t in "${TARGETS[@]}"; do
+    M_TP[$t]="$(med "${TP[$t]}")"
+    M_50[$t]="$(med "${LAT50[$t]}")"
+    M_99[$t]="$(med "${LAT99[$t]}")"
+done
+# Median over rounds of the per-round ratio: each round measured both targets minutes apart at most.
+round_ratio() {
+    local r
+    for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$1,$r]}" "${TPR[$2,$r]}"; done | median
+}
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f", a - b }'; }
+
+cat <<REPORT
+## Front door (bench/frontdoor.sh)
+
+$(machine)
+- runs: $REPEATS rounds; throughput \`wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s\`; latency \`bench-rate\` at $RATE rps for ${LAT_SECONDS}s over $LAT_CONNS connections, from intended send time
+
+| target | throughput req/s (median) | each round | p50 µs @ $RATE rps | p99 µs @ $RATE rps | p99 added to direct µs |
+|---|---:|---|---:|---:|---:|
+$(for t in "${TARGETS[@]}"; do
+    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$t" "${M_TP[$t]}" "$(printf '%.0f ' ${TP[$t]})" "${M_50[$t]}" "${M_99[$t]}" "$(added "${M_99[$t]}" "${M_99[direct]}")"
+done)
+
+| throughput ratio | median of per-round ratios | each round |
+|---|---:|---|
+$(pairs=(emu:direct nginx:direct emu:nginx)
+[ -n "${EMU_BEFORE:-}" ] && pairs+=(emu-before:direct emu-before:nginx emu:emu-before)
+for pair in "${pairs[@]}"; do
+    a="${pair%%:*}"; b="${pair##*:}"
+    printf '| %s / %s | %s | %s |\n' "$a" "$b" "$(round_ratio "$a" "$b")" \
+        "$(for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$a,$r]}" "${TPR[$b,$r]}"; done | tr '\n' ' ')"
+done)
+
+p50 added to direct: emu $(added "${M_50[emu]}" "${M_50[direct]}") µs, nginx $(added "${M_50[nginx]}" "${M_50[direct]}") µs.
+REPORT

@@ -131,6 +131,35 @@ impl Slot {
     }
 }
 
+/// A queued request's place, given back if the request is dropped while it waits.
+struct Abandoned<'a> {
+    pool: &'a Arc<Pool>,
+    id: u64,
+    rx: &'a mut oneshot::Receiver<Arc<Slot>>,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut inner = self.pool.inner.lock();
+        let before = inner.queue.len();
+        inner.queue.retain(|w| w.id != self.id);
+        if inner.queue.len() < before {
+            inner.touch(Instant::now());
+            inner.concurrency -= 1;
+            return;
+        }
+        drop(inner);
+        // Already granted a slot (under the lock, before we got it): hand it on.
+        if let Ok(slot) = self.rx.try_recv() {
+            self.pool.release(&slot);
+        }
+    }
+}
+
 /// A held slot: the request owns it until its response body is done, then drop releases it.
 #[derive(Debug)]
 pub struct Permit {
@@ -367,7 +396,18 @@ impl Pool {
     ) -> Result<Permit, AdmitError> {
         let queue_deadline = arrived + self.queue_timeout();
         let until = queue_deadline.min(deadline);
-        let granted = tokio::time::timeout_at(until, &mut rx).await;
+        // If the request is dropped while it waits (the client went away), the guard takes its
+        // place out of the queue, so it neither lingers as phantom demand nor swallows a slot.
+        let mut guard = Abandoned {
+            pool: self,
+            id,
+            rx: &mut rx,
+            armed: true,
+        };
+        let granted = tokio::time::timeout_at(until, &mut *guard.rx).await;
+        // Nothing below awaits: from here the request cannot be dropped half-way.
+        guard.armed = false;
+        drop(guard);
         let slot = match granted {
             Ok(Ok(slot)) => Some(slot),
             Ok(Err(_)) => None, // pool closed
@@ -413,6 +453,19 @@ impl Pool {
             cold,
             queued,
         })
+    }
+
+    /// Hands free slots of `slot` to the oldest waiters (an instance became ready again or anew).
+    fn hand_out(&self, inner: &mut Inner, slot: &Arc<Slot>) {
+        while slot.in_flight() < self.concurrency {
+            let Some(w) = inner.queue.pop_front() else {
+                break;
+            };
+            slot.in_flight.fetch_add(1, Ordering::Relaxed);
+            if w.tx.send(slot.clone()).is_err() {
+                slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The ready instance with the most free slots.
@@ -465,15 +518,7 @@ impl Pool {
             inner.startup_sum += d;
             inner.startup_count += 1;
         }
-        while slot.in_flight() < self.concurrency {
-            let Some(w) = inner.queue.pop_front() else {
-                break;
-            };
-            slot.in_flight.fetch_add(1, Ordering::Relaxed);
-            if w.tx.send(slot.clone()).is_err() {
-                slot.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        self.hand_out(&mut inner, &slot);
         inner.ready.push(slot);
     }
 
@@ -493,15 +538,7 @@ impl Pool {
             return;
         }
         slot.set_state(InstanceState::Ready);
-        while slot.in_flight() < self.concurrency {
-            let Some(w) = inner.queue.pop_front() else {
-                break;
-            };
-            slot.in_flight.fetch_add(1, Ordering::Relaxed);
-            if w.tx.send(slot.clone()).is_err() {
-                slot.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        self.hand_out(&mut inner, slot);
         inner.ready.push(slot.clone());
     }
 
@@ -713,6 +750,39 @@ mod tests {
 #[cfg(test)]
 mod stress {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_queued_gives_its_place_back() {
+        let pool = Pool::new(1, Some(Duration::from_secs(30)));
+        let a = Slot::new("a");
+        pool.add_ready(a.clone());
+        let held = pool
+            .acquire(Instant::now() + Duration::from_secs(60))
+            .await
+            .unwrap();
+        let p = pool.clone();
+        let waiter =
+            tokio::spawn(async move { p.acquire(Instant::now() + Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pool.queue_depth(), 1);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(pool.queue_depth(), 0, "the abandoned place left the queue");
+        assert_eq!(
+            pool.inner.lock().concurrency,
+            1,
+            "only the held request counts"
+        );
+        drop(held);
+        assert_eq!(pool.inner.lock().concurrency, 0);
+        assert_eq!(a.in_flight(), 0);
+        // The slot is free for the next request at once.
+        let next = pool
+            .acquire(Instant::now() + Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(&*next.slot.id, "a");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrency_returns_to_zero_under_churn() {

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 
 use super::{pct, Comparison, Metric, MetricVerdict};
 use crate::engine::record::{decode_hist, new_hist};
+use crate::report::html::{chart, nice_ceiling, short, Series};
 use crate::report::junit::xml_escape as esc;
 use crate::report::Report;
 
@@ -143,116 +144,6 @@ pub fn markdown(c: &Comparison) -> String {
         "\n## Method\n\n- Rule: {}\n- Latency: {}\n- Error rate: {}\n- Throughput: {}\n- Baseline noise: {}\n",
         c.method.rule, c.method.latency, c.method.error_rate, c.method.throughput, c.method.baseline_noise
     );
-    s
-}
-
-struct Line<'a> {
-    label: &'a str,
-    color: &'a str,
-    dashed: bool,
-    points: Vec<(f64, f64)>,
-}
-
-fn nice_ceiling(v: f64) -> f64 {
-    if v <= 0.0 || !v.is_finite() {
-        return 1.0;
-    }
-    let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if v <= m * mag {
-            return m * mag;
-        }
-    }
-    10.0 * mag
-}
-
-fn short(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v >= 100.0 || (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
-/// A line chart, x in seconds from each run's start; baselines dashed.
-fn line_chart(title: &str, unit: &str, lines: &[Line<'_>]) -> String {
-    let (w, h, l, r, t, b) = (900.0, 240.0, 60.0, 20.0, 28.0, 30.0);
-    let xmax = lines
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(1.0_f64, f64::max);
-    let ymax = nice_ceiling(
-        lines
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1))
-            .fold(0.0_f64, f64::max),
-    );
-    let px = |x: f64| l + (x / xmax) * (w - l - r);
-    let py = |y: f64| t + (1.0 - y / ymax) * (h - t - b);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<figure><svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\" aria-label=\"{0}\"><text x=\"{l}\" y=\"16\" class=\"title\">{0} ({1})</text>",
-        esc(title),
-        esc(unit)
-    );
-    for i in 0..=4 {
-        let y = ymax * f64::from(i) / 4.0;
-        let _ = write!(
-            s,
-            "<line x1=\"{l}\" x2=\"{}\" y1=\"{y0:.1}\" y2=\"{y0:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{}</text>",
-            w - r,
-            l - 6.0,
-            py(y) + 4.0,
-            short(y),
-            y0 = py(y)
-        );
-    }
-    for i in 0..=5 {
-        let x = xmax * f64::from(i) / 5.0;
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">{}s</text>",
-            px(x),
-            h - 10.0,
-            short(x)
-        );
-    }
-    let mut lx = w - r - 10.0;
-    for se in lines.iter().rev() {
-        if se.points.is_empty() {
-            continue;
-        }
-        let step = se.points.len().div_ceil(1200).max(1);
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .step_by(step)
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-            .collect();
-        let dash = if se.dashed {
-            " stroke-dasharray=\"6 4\""
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.6\"{dash} points=\"{}\"/>",
-            se.color,
-            pts.join(" ")
-        );
-        lx -= 7.5 * se.label.len() as f64 + 24.0;
-        let _ = write!(
-            s,
-            "<rect x=\"{lx:.0}\" y=\"8\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.0}\" y=\"17\" class=\"tick\">{}</text>",
-            se.color,
-            lx + 14.0,
-            esc(se.label)
-        );
-    }
-    s.push_str("</svg></figure>\n");
     s
 }
 
@@ -394,29 +285,29 @@ pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
         s.push_str("</ul>");
     }
     s.push_str("<h2>Latency over time (overall)</h2>");
-    s.push_str(&line_chart(
+    s.push_str(&chart(
         "p50 and p95, baseline dashed",
         "ms",
         &[
-            Line {
+            Series {
                 label: "baseline p50",
                 color: "#90caf9",
                 dashed: true,
                 points: pct_line(&base, 0.50),
             },
-            Line {
+            Series {
                 label: "baseline p95",
                 color: "#ffcc80",
                 dashed: true,
                 points: pct_line(&base, 0.95),
             },
-            Line {
+            Series {
                 label: "current p50",
                 color: "#1565c0",
                 dashed: false,
                 points: pct_line(&cur, 0.50),
             },
-            Line {
+            Series {
                 label: "current p95",
                 color: "#e65100",
                 dashed: false,
@@ -424,17 +315,17 @@ pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
             },
         ],
     ));
-    s.push_str(&line_chart(
+    s.push_str(&chart(
         "p99, baseline dashed",
         "ms",
         &[
-            Line {
+            Series {
                 label: "baseline p99",
                 color: "#ef9a9a",
                 dashed: true,
                 points: pct_line(&base, 0.99),
             },
-            Line {
+            Series {
                 label: "current p99",
                 color: "#c62828",
                 dashed: false,
@@ -442,17 +333,17 @@ pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
             },
         ],
     ));
-    s.push_str(&line_chart(
+    s.push_str(&chart(
         "Throughput (baseline: mean of its runs)",
         "requests/s",
         &[
-            Line {
+            Series {
                 label: "baseline",
                 color: "#9e9e9e",
                 dashed: true,
                 points: base.iter().map(|(x, _, r)| (*x, *r)).collect(),
             },
-            Line {
+            Series {
                 label: "current",
                 color: "#2e7d32",
                 dashed: false,

@@ -6,14 +6,17 @@ use std::fmt::Write as _;
 use super::junit::xml_escape as esc;
 use super::{Report, Verdict};
 
-struct Series<'a> {
-    label: &'a str,
-    color: &'a str,
-    points: Vec<(f64, f64)>,
+/// One line of a chart. Plans (a target rate, a desired count) and baselines are dashed, so the
+/// measured line drawn over them stays visible.
+pub(crate) struct Series<'a> {
+    pub label: &'a str,
+    pub color: &'a str,
+    pub dashed: bool,
+    pub points: Vec<(f64, f64)>,
 }
 
-/// A line chart as inline SVG; x in seconds.
-fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
+/// A line chart as inline SVG; x in seconds. Shared by report.html and compare.html.
+pub(crate) fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
     let (w, h, l, r, t, b) = (900.0, 240.0, 60.0, 20.0, 28.0, 30.0);
     let xmax = series
         .iter()
@@ -69,8 +72,7 @@ fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
             .iter()
             .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
             .collect();
-        // Plans (target, desired) are dashed so the measured line on top of them stays visible.
-        let dash = if matches!(se.label, "target" | "desired") {
+        let dash = if se.dashed {
             " stroke-dasharray=\"6 4\""
         } else {
             ""
@@ -110,7 +112,7 @@ fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn nice_ceiling(v: f64) -> f64 {
+pub(crate) fn nice_ceiling(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
@@ -123,7 +125,7 @@ fn nice_ceiling(v: f64) -> f64 {
     10.0 * mag
 }
 
-fn short(v: f64) -> String {
+pub(crate) fn short(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else if v >= 100.0 || (v - v.round()).abs() < 1e-9 {
@@ -146,16 +148,19 @@ pub fn render(r: &Report) -> String {
         &[
             Series {
                 label: "p50",
+                dashed: false,
                 color: "#2b8a3e",
                 points: pts(&|i| i.p50_ms),
             },
             Series {
                 label: "p95",
+                dashed: false,
                 color: "#e67700",
                 points: pts(&|i| i.p95_ms),
             },
             Series {
                 label: "p99",
+                dashed: false,
                 color: "#c92a2a",
                 points: pts(&|i| i.p99_ms),
             },
@@ -167,11 +172,13 @@ pub fn render(r: &Report) -> String {
         &[
             Series {
                 label: "target",
+                dashed: true,
                 color: "#868e96",
                 points: pts(&|i| i.target_rps),
             },
             Series {
                 label: "achieved",
+                dashed: false,
                 color: "#1971c2",
                 points: pts(&|i| i.rps),
             },
@@ -183,11 +190,13 @@ pub fn render(r: &Report) -> String {
         &[
             Series {
                 label: "errors",
+                dashed: false,
                 color: "#c92a2a",
                 points: pts(&|i| i.errors as f64),
             },
             Series {
                 label: "cold starts",
+                dashed: false,
                 color: "#7048e8",
                 points: pts(&|i| i.cold_starts as f64),
             },
@@ -211,16 +220,19 @@ pub fn render(r: &Report) -> String {
             &[
                 Series {
                     label: "ready",
+                    dashed: false,
                     color: "#2b8a3e",
                     points: e(&|i| i.ready),
                 },
                 Series {
                     label: "starting",
+                    dashed: false,
                     color: "#e67700",
                     points: e(&|i| i.starting),
                 },
                 Series {
                     label: "desired",
+                    dashed: true,
                     color: "#868e96",
                     points: e(&|i| i.desired),
                 },
@@ -232,21 +244,25 @@ pub fn render(r: &Report) -> String {
             &[
                 Series {
                     label: "queue depth",
+                    dashed: false,
                     color: "#1971c2",
                     points: e(&|i| i.queue_depth),
                 },
                 Series {
                     label: "429",
+                    dashed: false,
                     color: "#c92a2a",
                     points: e(&|i| i.rejected_429),
                 },
                 Series {
                     label: "504",
+                    dashed: false,
                     color: "#862e9c",
                     points: e(&|i| i.timeouts_504),
                 },
                 Series {
                     label: "cold starts",
+                    dashed: false,
                     color: "#7048e8",
                     points: e(&|i| i.cold_starts),
                 },

@@ -30,7 +30,6 @@ use goose::prelude::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
-use rand::Rng;
 use tokio::time::Instant;
 
 use crate::scenario::{Method, Scenario};
@@ -89,10 +88,8 @@ impl Shared {
             .0
     }
 
-    fn pick(&self) -> usize {
-        let total = *self.cumulative.last().unwrap_or(&1);
-        let x = rand::rng().random_range(0..total.max(1));
-        self.cumulative.partition_point(|c| *c <= x)
+    fn pick(&self, k: u64) -> usize {
+        pick(&self.cumulative, k)
     }
 
     /// One iteration of the only transaction: wait for the next slot, send, record.
@@ -118,11 +115,11 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(20)).await;
             return;
         };
-        self.send(user, start, offset).await;
+        self.send(user, start, offset, k).await;
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
-    async fn send(&self, user: &mut GooseUser, start: Instant, offset: Duration) {
+    async fn send(&self, user: &mut GooseUser, start: Instant, offset: Duration, k: u64) {
         let intended = start + offset;
         // Sleep in short steps so Ctrl-C (goose's killswitch) ends the run promptly.
         loop {
@@ -135,7 +132,7 @@ impl Shared {
             }
             tokio::time::sleep_until(intended.min(now + Duration::from_millis(250))).await;
         }
-        let idx = self.pick();
+        let idx = self.pick(k);
         let spec = &self.scenario.requests[idx];
         let (path, headers, body) = {
             let mut rng = rand::rng();
@@ -345,6 +342,17 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
 }
 
 /// The live progress line; hidden when stderr is not a terminal (CI logs stay clean).
+/// Which request the k-th send is, from the cumulative weights: each request's share of any
+/// stretch of the run is its weight's share (k·φ mod 1 is spread evenly over [0, 1) for every
+/// length of run), so a run sends the mix the scenario asks for and two runs send the same mix:
+/// per-request throughput then differs between runs only when the target does, not by chance.
+fn pick(cumulative: &[u64], k: u64) -> usize {
+    let total = cumulative.last().copied().unwrap_or(1).max(1);
+    let u = (k as f64 * 0.618_033_988_749_894_9).fract();
+    let x = ((u * total as f64) as u64).min(total - 1);
+    cumulative.partition_point(|c| *c <= x)
+}
+
 fn progress_bar(enabled: bool) -> ProgressBar {
     use std::io::IsTerminal;
     if !enabled || !std::io::stderr().is_terminal() {
@@ -356,4 +364,36 @@ fn progress_bar(enabled: bool) -> ProgressBar {
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::pick;
+
+    #[test]
+    fn the_mix_follows_the_weights_over_any_stretch() {
+        // Weights 2, 1 and 7.
+        let cumulative = [2, 3, 10];
+        let counts = |from: u64, n: u64| {
+            let mut c = [0u64; 3];
+            for k in from..from + n {
+                c[pick(&cumulative, k)] += 1;
+            }
+            c
+        };
+        let whole = counts(0, 10_000);
+        for (i, share) in [0.2, 0.1, 0.7].iter().enumerate() {
+            let got = whole[i] as f64 / 10_000.0;
+            assert!((got - share).abs() < 0.002, "request {i}: {got} vs {share}");
+        }
+        // Every stretch of 100 sends is within 3 requests of its share.
+        for from in (0..5_000).step_by(37) {
+            let c = counts(from, 100);
+            for (i, share) in [20.0, 10.0, 70.0].iter().enumerate() {
+                assert!((c[i] as f64 - share).abs() <= 3.0, "from {from}: {c:?}");
+            }
+        }
+        // Only the weights decide: a single request is always picked.
+        assert!((0..100).all(|k| pick(&[5], k) == 0));
+    }
 }

@@ -62,15 +62,20 @@ impl ProxyError {
     }
 
     /// A small HTML page shaped like Google's front end's error pages.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn html(&self) -> String {
         let status = self.status();
         let reason = status.canonical_reason().unwrap_or("Error");
-        let body = format!(
+        format!(
             "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{} {reason}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: {reason}</h1>\n<h2>{}</h2>\n</body></html>\n",
             status.as_u16(),
             self.detail()
-        );
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        )
+    }
+
+    /// [`Self::html`] as a response.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut resp = Response::new(Full::new(Bytes::from(self.html())));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

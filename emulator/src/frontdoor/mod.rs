@@ -3,6 +3,8 @@
 
 pub mod admission;
 pub mod errors;
+pub mod h1;
+mod loops;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -17,9 +19,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::service::ServiceRuntime;
@@ -126,6 +129,38 @@ fn is_loopback(peer: SocketAddr) -> bool {
     }
 }
 
+/// hyper's server, for what the fast path ([`h1`]) hands over: h2c, uploads it does not take,
+/// `/_emu/`.
+pub type HyperBuilder = auto::Builder<TokioExecutor>;
+
+/// Serves one connection with hyper until it ends; on `shutdown` it finishes what is in flight
+/// and closes.
+async fn serve_hyper<I>(
+    fd: Arc<FrontDoor>,
+    route: Route,
+    io: I,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    builder: &HyperBuilder,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let fd = fd.clone();
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(handle(&fd, &route, req, peer).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown`, then lets open requests finish (up to `drain`).
 pub async fn serve(
     listener: TcpListener,
@@ -134,9 +169,11 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().writev(false);
+    let builder = Arc::new(builder);
+    let mut loops = loops::Loops::get();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -151,21 +188,29 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let fd = fd.clone();
-        let route = route.clone();
-        let svc = service_fn(move |req| {
-            let fd = fd.clone();
-            let route = route.clone();
-            async move { Ok::<_, Infallible>(handle(&fd, &route, req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let conn = {
+            let (fd, route, shutdown, builder) =
+                (fd.clone(), route.clone(), shutdown.clone(), builder.clone());
+            move |stream| h1::serve_conn(fd, route, stream, peer, shutdown, builder)
+        };
+        match loops.next() {
+            // Moved to that loop's thread: deregistered here, registered there.
+            Some(handle) => match stream.into_std() {
+                Ok(std) => {
+                    handle.spawn(tracker.track_future(async move {
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(std) {
+                            conn(stream).await;
+                        }
+                    }));
+                }
+                Err(e) => tracing::warn!("cannot hand a connection to a front-door thread: {e}"),
+            },
+            None => {
+                tracker.spawn(conn(stream));
+            }
+        }
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    tracker.close();
+    let _ = tokio::time::timeout(drain, tracker.wait()).await;
 }

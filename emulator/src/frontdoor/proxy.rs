@@ -341,18 +341,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) struct TraceId([u8; 32]);
 
 impl TraceId {
-    fn from_slice(s: &[u8]) -> Option<TraceId> {
+    pub(crate) fn from_slice(s: &[u8]) -> Option<TraceId> {
         <[u8; 32]>::try_from(s).ok().map(TraceId)
     }
-    fn random() -> TraceId {
+    pub(crate) fn random() -> TraceId {
         let mut out = [0u8; 32];
         hex_into(rand::random::<u128>(), &mut out);
         TraceId(out)
     }
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
-    fn to_log(self) -> String {
+    pub(crate) fn to_log(self) -> String {
         String::from_utf8_lossy(&self.0).into_owned()
     }
 }
@@ -360,14 +360,14 @@ impl TraceId {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex of `v`, zero-padded to fill `out`.
-fn hex_into(mut v: u128, out: &mut [u8]) {
+pub(crate) fn hex_into(mut v: u128, out: &mut [u8]) {
     for b in out.iter_mut().rev() {
         *b = HEX[(v & 0xf) as usize];
         v >>= 4;
     }
 }
 
-fn put_decimal(buf: &mut BytesMut, mut v: u64) {
+pub(crate) fn put_decimal(buf: &mut impl BufMut, mut v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

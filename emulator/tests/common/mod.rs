@@ -36,7 +36,13 @@ impl Emu {
 
     /// Runs `emu up --port 0 ARGS` in `dir`.
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Emu {
+        Self::start_in_env(dir, args, &[])
+    }
+
+    /// [`Emu::start_in`] with extra environment variables for emu.
+    pub fn start_in_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Emu {
         let mut cmd = Command::new(EMU);
+        cmd.envs(env.iter().copied());
         cmd.arg("up").arg("--port").arg("0");
         if !args.contains(&"--request-log") {
             cmd.args(["--request-log", "off"]);

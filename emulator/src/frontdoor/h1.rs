@@ -146,9 +146,43 @@ async fn connect(addr: &Authority) -> Option<TcpStream> {
 }
 
 /// A connection's first bytes, already read, put back in front of the rest for the general path.
+///
+/// Dropped, it closes the connection the way nginx's `lingering_close` does: hyper may end a
+/// connection while the client is still sending a request body (an upload answered 413), and a
+/// socket closed with unread data is reset — the client then sees a broken pipe instead of the
+/// answer. So it sends FIN, then reads and discards what still comes, for [`LINGER`] at most.
 pub struct Rewind {
     pre: Bytes,
-    inner: TcpStream,
+    inner: Option<TcpStream>,
+}
+
+/// Longest a closed connection keeps reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(5);
+
+impl Rewind {
+    fn io(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        self.inner
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Drop for Rewind {
+    fn drop(&mut self) {
+        let Some(mut s) = self.inner.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = s.shutdown().await;
+            let until = Instant::now() + LINGER;
+            let mut sink = vec![0u8; READ_CHUNK];
+            while let Ok(Ok(1..)) = tokio::time::timeout_at(until, s.read(&mut sink)).await {}
+        });
+    }
 }
 
 impl AsyncRead for Rewind {
@@ -163,7 +197,10 @@ impl AsyncRead for Rewind {
             self.pre.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match self.io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -173,23 +210,35 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match self.io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match self.io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -210,12 +259,15 @@ pub async fn serve_conn(
         ubuf: BytesMut::new(),
         out: Vec::new(),
     };
-    if fast_path_on() && conn.run(&fd, &route, &shutdown).await == End::Close {
+    // A token of the connection's own: waiting on it touches only this connection's lock, not
+    // the one every connection on every thread shares.
+    let own = shutdown.child_token();
+    if fast_path_on() && conn.run(&fd, &route, &own).await == End::Close {
         return;
     }
     let io = Rewind {
         pre: conn.cbuf.freeze(),
-        inner: conn.stream,
+        inner: Some(conn.stream),
     };
     super::serve_hyper(fd, route, io, peer, shutdown, &hyper).await;
 }
@@ -278,6 +330,7 @@ enum Framing {
 
 impl Client {
     async fn run(&mut self, fd: &FrontDoor, route: &Route, shutdown: &CancellationToken) -> End {
+        let mut stop = pin!(shutdown.cancelled());
         loop {
             let arrived;
             let req = loop {
@@ -299,7 +352,7 @@ impl Client {
                 self.cbuf.reserve(READ_CHUNK);
                 let n = tokio::select! {
                     biased;
-                    () = shutdown.cancelled(), if idle => return End::Close,
+                    () = &mut stop, if idle => return End::Close,
                     r = self.stream.read_buf(&mut self.cbuf) => r,
                 };
                 if !matches!(n, Ok(1..)) {

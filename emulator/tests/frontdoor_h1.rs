@@ -246,8 +246,10 @@ async fn instances_closing_idle_connections_fail_no_request() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn early_hints_and_close_delimited_answers_pass_through() {
+/// An instance speaking raw HTTP/1.1, answering by path: `/hints` (103 then 200), `/eof` (a
+/// body that ends with the connection), `/named` (its Connection header names Content-Length),
+/// `/both` (chunked with a Content-Length beside it).
+async fn raw_upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -259,38 +261,50 @@ async fn early_hints_and_close_delimited_answers_pass_through() {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        continue;
+                    };
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    let answer: &[u8] = if head.starts_with(b"GET /hints ") {
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    } else if head.starts_with(b"GET /named ") {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: Content-Length\r\n\r\nhello"
+                    } else if head.starts_with(b"GET /both ") {
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                    } else {
+                        // No length, not chunked: the body ends when the connection does.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = s.write_all(b"close").await;
+                        let _ = s.shutdown().await;
+                        return;
+                    };
+                    if s.write_all(answer).await.is_err() {
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                if buf.starts_with(b"GET /hints ") {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",
-                        )
-                        .await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                } else {
-                    // No length, not chunked: the body ends when the connection does.
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
-                        .await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = s.write_all(b"close").await;
-                    let _ = s.shutdown().await;
                 }
             });
         }
     });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_hints_and_close_delimited_answers_pass_through() {
+    let port = raw_upstream().await;
     let emu = Emu::start_toml(&upstream_service(port, ""));
 
     let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
@@ -315,6 +329,93 @@ async fn early_hints_and_close_delimited_answers_pass_through() {
     assert_eq!(eof.status, 200);
     assert_eq!(eof.header("connection"), Some("close"));
     assert_eq!(eof.body, b"until close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_cannot_unframe_its_answer() {
+    let port = raw_upstream().await;
+    let emu = Emu::start_toml(&upstream_service(port, ""));
+    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
+    // Both on one connection, then a third request: each answer must end where it should.
+    s.write_all(
+        b"GET /named HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /both HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /named HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    // `Connection: Content-Length` does not take the body's length away from the client.
+    let named = read_answer(&mut s, &mut buf, false).await;
+    assert_eq!(named.header("content-length"), Some("5"));
+    assert_eq!(named.body, b"hello");
+    // Chunked wins over a Content-Length beside it, and only chunked reaches the client.
+    let both = read_answer(&mut s, &mut buf, false).await;
+    assert_eq!(both.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(both.header("content-length"), None);
+    assert_eq!(both.body, b"hello");
+    let again = read_answer(&mut s, &mut buf, false).await;
+    assert_eq!(again.body, b"hello");
+    assert!(buf.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_mid_answer_frees_its_slot_at_once() {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                // One event, then a long silence: a stream the client gives up on.
+                let events = futures_util::stream::unfold(0, |i| async move {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    Some((Ok::<_, std::io::Error>("data: tick\n\n"), i + 1))
+                });
+                axum::body::Body::from_stream(events)
+            }),
+        )
+        .route("/plain", get(|| async { "plain body" }));
+    let port = serve_axum(app).await;
+    let emu = Emu::start_toml(&upstream_service(
+        port,
+        "concurrency = 1\nmin_instances = 1\nmax_instances = 1\nqueue_timeout = \"20s\"\n",
+    ));
+    emu.wait_ready("up", 1).await;
+    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
+    s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = s.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(s);
+    // The only slot must be free again, long before the stream's 30 s silence ends.
+    let r = reqwest::Client::new()
+        .get(emu.url("/plain"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("served while the abandoned stream is still silent");
+    assert_eq!(r.text().await.unwrap(), "plain body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_body_gets_504_at_the_request_timeout() {
+    use axum::routing::post;
+    let port = serve_axum(axum::Router::new().route("/", post(|| async { "never" }))).await;
+    let emu = Emu::start_toml(&upstream_service(port, "timeout = \"1s\"\n"));
+    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
+    // Ten bytes promised, three sent, then nothing.
+    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let started = tokio::time::Instant::now();
+    let a = read_answer(&mut s, &mut buf, false).await;
+    assert_eq!(a.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -376,6 +477,8 @@ async fn seen_through(emu: &Emu) -> (BTreeMap<String, String>, Vec<String>) {
     let r = reqwest::Client::new()
         .get(emu.url("/debug/request?x=1"))
         .header("x-forwarded-for", "203.0.113.9")
+        // Not a valid traceparent: replaced by a fresh one, never sent on beside it.
+        .header("traceparent", "00-abc-def-01")
         .header("cookie", "a=b")
         .header("keep-alive", "timeout=5")
         .header("proxy-authorization", "secret")

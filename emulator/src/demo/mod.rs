@@ -186,15 +186,18 @@ fn cpu_clock() -> Duration {
 
 /// What the instance saw: the request headers and its Cloud Run environment.
 async fn debug_request(headers: HeaderMap) -> Json<Value> {
-    let headers: BTreeMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    // A header sent more than once shows as one comma-joined list, so repeats stay visible.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        seen.entry(k.to_string())
+            .and_modify(|all| {
+                all.push_str(", ");
+                all.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    let headers = seen;
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| {
             k == "PORT"

@@ -170,19 +170,25 @@ impl Rewind {
 
 impl Drop for Rewind {
     fn drop(&mut self) {
-        let Some(mut s) = self.inner.take() else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let _ = s.shutdown().await;
-            let until = Instant::now() + LINGER;
-            let mut sink = vec![0u8; READ_CHUNK];
-            while let Ok(Ok(1..)) = tokio::time::timeout_at(until, s.read(&mut sink)).await {}
-        });
+        if let Some(s) = self.inner.take() {
+            linger_close(s);
+        }
     }
+}
+
+/// Closes a client connection without resetting it: FIN first, then what the client still sends
+/// is read and dropped (for [`LINGER`] at most), so an answer already written is not lost to a
+/// reset caused by unread bytes (a pipelined request, the rest of an upload).
+fn linger_close(mut s: TcpStream) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let _ = s.shutdown().await;
+        let until = Instant::now() + LINGER;
+        let mut sink = vec![0u8; READ_CHUNK];
+        while let Ok(Ok(1..)) = tokio::time::timeout_at(until, s.read(&mut sink)).await {}
+    });
 }
 
 impl AsyncRead for Rewind {
@@ -263,6 +269,7 @@ pub async fn serve_conn(
     // the one every connection on every thread shares.
     let own = shutdown.child_token();
     if fast_path_on() && conn.run(&fd, &route, &own).await == End::Close {
+        linger_close(conn.stream);
         return;
     }
     let io = Rewind {
@@ -348,11 +355,12 @@ impl Client {
                         }
                     }
                 }
-                let idle = self.cbuf.is_empty();
                 self.cbuf.reserve(READ_CHUNK);
+                // Shutting down: a connection with no whole request closes (as hyper's graceful
+                // shutdown does), whether it is idle or half-way through a head.
                 let n = tokio::select! {
                     biased;
-                    () = &mut stop, if idle => return End::Close,
+                    () = &mut stop => return End::Close,
                     r = self.stream.read_buf(&mut self.cbuf) => r,
                 };
                 if !matches!(n, Ok(1..)) {
@@ -364,11 +372,29 @@ impl Client {
                 Err((r, e)) => (r, Some(e)),
             };
             // The body, whole (at most MAX_INLINE_BODY), behind the head in `out`.
+            // A client that stops half-way through its body gets the request timeout's 504, as
+            // on the general path.
             let total = req.head_len + req.body_len;
+            let body_deadline = arrived
+                + req
+                    .service
+                    .as_ref()
+                    .map_or(Duration::from_secs(300), |s| s.spec.timeout);
             while self.cbuf.len() < total {
                 self.cbuf.reserve(total - self.cbuf.len());
-                if !matches!(self.stream.read_buf(&mut self.cbuf).await, Ok(1..)) {
-                    return End::Close;
+                let read =
+                    tokio::time::timeout_at(body_deadline, self.stream.read_buf(&mut self.cbuf))
+                        .await;
+                match read {
+                    Ok(Ok(1..)) => {}
+                    Ok(_) => return End::Close,
+                    Err(_) => {
+                        let mut req = req;
+                        req.close = true;
+                        self.answer_error(fd, &req, ProxyError::UpstreamTimeout, arrived, shutdown)
+                            .await;
+                        return End::Close;
+                    }
                 }
             }
             self.out.extend_from_slice(&self.cbuf[req.head_len..total]);
@@ -379,7 +405,6 @@ impl Client {
                 None => self.forward(fd, req, arrived, shutdown).await,
             };
             if !keep {
-                let _ = self.stream.shutdown().await;
                 return End::Close;
             }
         }
@@ -506,7 +531,7 @@ impl Client {
                 () = gone => return false,
             }
         };
-        let mut upstream = match exchanged {
+        let (mut upstream, reusable) = match exchanged {
             Ok(Some(s)) => s,
             Ok(None) => {
                 tracing::debug!(instance = %permit.slot.id, state = ?permit.slot.state(), "upstream request failed");
@@ -541,10 +566,14 @@ impl Client {
                     r = read_head(&mut upstream, &mut self.ubuf) => r,
                     () = &mut timer => Err(HeadError::Timeout),
                 };
-                match more {
+                let e = match more {
                     Ok(()) => continue,
-                    Err(_) => return false,
-                }
+                    Err(HeadError::Timeout) => ProxyError::UpstreamTimeout,
+                    Err(_) => ProxyError::InstanceFailed,
+                };
+                // The final answer never came, and none has been sent (1xx don't count).
+                req.close = true;
+                return self.answer_error(fd, &req, e, arrived, shutdown).await;
             }
             break (head.framing, head.upstream_keep, head.close, head.status);
         };
@@ -552,15 +581,20 @@ impl Client {
         let instance = permit.slot.id.clone();
         self.log(fd, &req, status, arrived, Some(instance), permit.cold);
 
-        let pumped = tokio::select! {
-            biased;
-            r = pump(&mut upstream, &mut self.stream, &mut self.ubuf, &mut self.out, framing) => r,
-            () = &mut timer => Err(()),
+        // A client that leaves mid-body (a long stream, server-sent events) frees its slot at once.
+        let pumped = {
+            let gone = pin!(client_gone(&self.stream, &mut self.cbuf));
+            tokio::select! {
+                biased;
+                r = pump(&mut upstream, &self.stream, &mut self.ubuf, &mut self.out, framing) => r,
+                () = &mut timer => Err(()),
+                () = gone => Err(()),
+            }
         };
         drop(permit);
         match pumped {
             Ok(clean) => {
-                if clean && upstream_keep && self.ubuf.is_empty() {
+                if clean && upstream_keep && reusable && self.ubuf.is_empty() {
                     check_in(addr, upstream);
                 }
                 self.ubuf.clear();
@@ -569,6 +603,21 @@ impl Client {
             Err(()) => false,
         }
     }
+}
+
+/// `write_all` through a shared reference, so the same connection can be watched for its
+/// client leaving ([`client_gone`]) while an answer is copied to it.
+async fn write_all(s: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        s.writable().await?;
+        match s.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Resolves when the client has closed its side (or reset). Bytes it sends meanwhile (a
@@ -626,7 +675,7 @@ async fn exchange(
     request: &[u8],
     ubuf: &mut BytesMut,
     idempotent: bool,
-) -> Option<TcpStream> {
+) -> Option<(TcpStream, bool)> {
     loop {
         let (mut s, reused) = match check_out(addr) {
             Some(s) => (s, true),
@@ -634,13 +683,14 @@ async fn exchange(
             None => (Box::pin(connect(addr)).await?, false),
         };
         ubuf.clear();
-        if s.write_all(request).await.is_err() && reused {
+        let wrote = s.write_all(request).await.is_ok();
+        if !wrote && reused {
             continue;
         }
         // Even when the write failed, an answer may be on its way (an instance that refused the
-        // body and closed): read it.
+        // body and closed): read it, but don't pool that connection again.
         match read_head(&mut s, ubuf).await {
-            Ok(()) => return Some(s),
+            Ok(()) => return Some((s, wrote)),
             Err(HeadError::ClosedEarly) if reused && idempotent => continue,
             Err(_) => return None,
         }
@@ -652,20 +702,20 @@ async fn exchange(
 /// `Ok(false)` when it ended with the instance's connection, `Err` when either side broke.
 async fn pump(
     up: &mut TcpStream,
-    client: &mut TcpStream,
+    client: &TcpStream,
     ubuf: &mut BytesMut,
     out: &mut Vec<u8>,
     framing: Framing,
 ) -> Result<bool, ()> {
-    async fn send(client: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> Result<(), ()> {
+    async fn send(client: &TcpStream, out: &mut Vec<u8>, body: &[u8]) -> Result<(), ()> {
         let r = if out.is_empty() {
-            client.write_all(body).await
+            write_all(client, body).await
         } else if body.len() <= COALESCE {
             out.extend_from_slice(body);
-            client.write_all(out).await
+            write_all(client, out).await
         } else {
-            match client.write_all(out).await {
-                Ok(()) => client.write_all(body).await,
+            match write_all(client, out).await {
+                Ok(()) => write_all(client, body).await,
                 e => e,
             }
         };
@@ -784,6 +834,7 @@ impl ChunkScanner {
                 (Chunk::LineStart, b'\r') => Chunk::EndLf,
                 (Chunk::LineStart, b'\n') => return Err(()),
                 (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+                (Chunk::Trailer, b'\n') => return Err(()),
                 (Chunk::LineStart | Chunk::Trailer, _) => Chunk::Trailer,
                 (Chunk::TrailerLf, b'\n') => Chunk::LineStart,
                 (Chunk::EndLf, b'\n') => {
@@ -870,6 +921,10 @@ fn plan(cbuf: &[u8], out: &mut Vec<u8>, fd: &FrontDoor, route: &Route, peer_ip: 
                 }
             }
         } else if eq(n, "host") {
+            if host.is_some() {
+                // Two Hosts: which one routes is ambiguous; the general path decides.
+                return Plan::Handoff;
+            }
             host = Some(h.value);
         }
     }
@@ -940,10 +995,23 @@ fn plan(cbuf: &[u8], out: &mut Vec<u8>, fd: &FrontDoor, route: &Route, peer_ip: 
         }
         if eq(n, "x-forwarded-proto") {
             proto_seen = true;
-        } else if eq(n, "traceparent") && from_traceparent.is_none() {
-            from_traceparent = trace_from_traceparent(h.value);
-        } else if eq(n, "x-cloud-trace-context") && from_cloud.is_none() {
-            from_cloud = trace_from_cloud(h.value);
+        } else if eq(n, "traceparent") {
+            // The first valid one goes on; without one, a fresh one is made below.
+            if from_traceparent.is_none() {
+                from_traceparent = trace_from_traceparent(h.value);
+                if from_traceparent.is_some() {
+                    push_header(out, n.as_bytes(), h.value);
+                }
+            }
+            continue;
+        } else if eq(n, "x-cloud-trace-context") {
+            if from_cloud.is_none() {
+                from_cloud = trace_from_cloud(h.value);
+                if from_cloud.is_some() {
+                    push_header(out, n.as_bytes(), h.value);
+                }
+            }
+            continue;
         }
         push_header(out, n.as_bytes(), h.value);
     }
@@ -1030,14 +1098,17 @@ fn push_date(out: &mut Vec<u8>) {
         .map_or(0, |d| d.as_secs());
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
+        out.extend_from_slice(b"date: ");
         if c.0 != secs {
             let s = httpdate::fmt_http_date(now);
-            if s.len() == 29 {
-                c.1.copy_from_slice(s.as_bytes());
-                c.0 = secs;
+            if s.len() != 29 {
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                return;
             }
+            c.1.copy_from_slice(s.as_bytes());
+            c.0 = secs;
         }
-        out.extend_from_slice(b"date: ");
         out.extend_from_slice(&c.1);
         out.extend_from_slice(b"\r\n");
     });
@@ -1098,7 +1169,11 @@ fn answer_head(
                     upstream_keep = false;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     upstream_keep = upstream_keep || http10;
-                } else if n_named < named.len() {
+                } else if n_named < named.len()
+                    && !t.eq_ignore_ascii_case(b"content-length")
+                    && !t.eq_ignore_ascii_case(b"transfer-encoding")
+                {
+                    // Framing headers are never dropped on the instance's say-so.
                     named[n_named] = t;
                     n_named += 1;
                 }
@@ -1135,6 +1210,9 @@ fn answer_head(
             || named[..n_named]
                 .iter()
                 .any(|x| n.as_bytes().eq_ignore_ascii_case(x))
+            // Transfer-Encoding frames the body: a Content-Length beside it must not reach the
+            // client (RFC 9112 §6.3).
+            || (te && eq(n, "content-length"))
         {
             continue;
         }
@@ -1267,6 +1345,7 @@ mod tests {
             b"4\nWiki",
             b"fffffffffffffffff\r\n",
             b"0\r\n\n",
+            b"0\r\nx: a\n\r\n",
         ] {
             assert!(ChunkScanner::new().scan(bad).is_err(), "{bad:?}");
         }

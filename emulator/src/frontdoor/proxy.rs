@@ -543,13 +543,18 @@ async fn forward_inner(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers);
-    let xff = match parts
+    // Every X-Forwarded-For line the client sent (one list, RFC 9110 §5.3), then the client.
+    let prev: Vec<&str> = parts
         .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok(),
-        None => peer_value(peer.ip()),
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .collect();
+    let xff = if prev.is_empty() {
+        peer_value(peer.ip())
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), peer.ip())).ok()
     };
     if let Some(v) = xff {
         parts.headers.insert(&X_FORWARDED_FOR, v);

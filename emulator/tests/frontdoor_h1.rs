@@ -100,6 +100,13 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>, head: bool) -> Answer
     a
 }
 
+/// A raw connection to emu with `requests` already written to it, and a buffer to read into.
+async fn raw(port: u16, requests: &[u8]) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(requests).await.unwrap();
+    (s, Vec::new())
+}
+
 fn upstream_service(port: u16, extra: &str) -> String {
     format!("[[service]]\nname = \"up\"\nupstream = \"http://127.0.0.1:{port}\"\n{extra}")
 }
@@ -127,16 +134,14 @@ async fn one_connection_carries_pipelined_chunked_head_and_plain_answers() {
     let port = serve_axum(app).await;
     let emu = Emu::start_toml(&upstream_service(port, ""));
 
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
     // Three requests in one write: each answer must come back whole and in order.
-    s.write_all(
+    let (mut s, mut buf) = raw(
+        emu.port,
         b"GET /chunked HTTP/1.1\r\nhost: x\r\n\r\n\
           HEAD /plain HTTP/1.1\r\nhost: x\r\n\r\n\
           GET /plain HTTP/1.1\r\nhost: x\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
+    .await;
     let chunked = read_answer(&mut s, &mut buf, false).await;
     assert_eq!(chunked.status, 200);
     assert_eq!(chunked.header("transfer-encoding"), Some("chunked"));
@@ -307,11 +312,7 @@ async fn early_hints_and_close_delimited_answers_pass_through() {
     let port = raw_upstream().await;
     let emu = Emu::start_toml(&upstream_service(port, ""));
 
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
-    s.write_all(b"GET /hints HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
+    let (mut s, mut buf) = raw(emu.port, b"GET /hints HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let hints = read_answer(&mut s, &mut buf, false).await;
     assert_eq!(hints.status, 103);
     assert_eq!(hints.header("link"), Some("</a.css>; rel=preload"));
@@ -320,11 +321,7 @@ async fn early_hints_and_close_delimited_answers_pass_through() {
     assert_eq!(ok.body, b"ok");
     assert_eq!(ok.header("x-emu-instance"), Some("up-1"));
 
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
-    s.write_all(b"GET /eof HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
+    let (mut s, mut buf) = raw(emu.port, b"GET /eof HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let eof = read_answer(&mut s, &mut buf, false).await;
     assert_eq!(eof.status, 200);
     assert_eq!(eof.header("connection"), Some("close"));
@@ -335,16 +332,14 @@ async fn early_hints_and_close_delimited_answers_pass_through() {
 async fn an_instance_cannot_unframe_its_answer() {
     let port = raw_upstream().await;
     let emu = Emu::start_toml(&upstream_service(port, ""));
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
     // Both on one connection, then a third request: each answer must end where it should.
-    s.write_all(
+    let (mut s, mut buf) = raw(
+        emu.port,
         b"GET /named HTTP/1.1\r\nhost: x\r\n\r\n\
           GET /both HTTP/1.1\r\nhost: x\r\n\r\n\
           GET /named HTTP/1.1\r\nhost: x\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
+    .await;
     // `Connection: Content-Length` does not take the body's length away from the client.
     let named = read_answer(&mut s, &mut buf, false).await;
     assert_eq!(named.header("content-length"), Some("5"));
@@ -383,10 +378,7 @@ async fn a_client_leaving_mid_answer_frees_its_slot_at_once() {
         "concurrency = 1\nmin_instances = 1\nmax_instances = 1\nqueue_timeout = \"20s\"\n",
     ));
     emu.wait_ready("up", 1).await;
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
-    s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (mut s, _) = raw(emu.port, b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n").await;
     let mut first = [0u8; 512];
     let n = s.read(&mut first).await.unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
@@ -406,12 +398,12 @@ async fn a_stalled_request_body_gets_504_at_the_request_timeout() {
     use axum::routing::post;
     let port = serve_axum(axum::Router::new().route("/", post(|| async { "never" }))).await;
     let emu = Emu::start_toml(&upstream_service(port, "timeout = \"1s\"\n"));
-    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
     // Ten bytes promised, three sent, then nothing.
-    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
+    let (mut s, mut buf) = raw(
+        emu.port,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc",
+    )
+    .await;
     let started = tokio::time::Instant::now();
     let a = read_answer(&mut s, &mut buf, false).await;
     assert_eq!(a.status, 504);

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::errors::ProxyError;
-use super::proxy::{hex_into, put_decimal, TraceId};
+use super::proxy::{connect_tcp, hex_into, put_decimal, TraceId, IDLE_TIMEOUT, MAX_IDLE_PER_HOST};
 use super::{FrontDoor, HyperBuilder, Route};
 use crate::service::ServiceRuntime;
 use crate::telemetry::RequestLog;
@@ -47,10 +47,6 @@ pub const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Response bytes at most this many are copied behind the head so both leave in one write.
 const COALESCE: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
-/// How long an unused connection to an instance is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const MAX_IDLE_PER_HOST: usize = 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// False when `EMU_FRONTDOOR=hyper` asks for the general path only.
@@ -128,21 +124,6 @@ fn check_in(addr: &Authority, s: TcpStream) {
             list.push((s, now));
         }
     });
-}
-
-async fn connect(addr: &Authority) -> Option<TcpStream> {
-    let host = addr.host();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port = addr.port_u16().unwrap_or(80);
-    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = s.set_nodelay(true);
-    Some(s)
 }
 
 /// A connection's first bytes, already read, put back in front of the rest for the general path.
@@ -680,7 +661,7 @@ async fn exchange(
         let (mut s, reused) = match check_out(addr) {
             Some(s) => (s, true),
             // Boxed: rare, and its state would otherwise ride in every request's future.
-            None => (Box::pin(connect(addr)).await?, false),
+            None => (Box::pin(connect_tcp(addr)).await?, false),
         };
         ubuf.clear();
         let wrote = s.write_all(request).await.is_ok();
@@ -996,21 +977,10 @@ fn plan(cbuf: &[u8], out: &mut Vec<u8>, fd: &FrontDoor, route: &Route, peer_ip: 
         if eq(n, "x-forwarded-proto") {
             proto_seen = true;
         } else if eq(n, "traceparent") {
-            // The first valid one goes on; without one, a fresh one is made below.
-            if from_traceparent.is_none() {
-                from_traceparent = trace_from_traceparent(h.value);
-                if from_traceparent.is_some() {
-                    push_header(out, n.as_bytes(), h.value);
-                }
-            }
+            keep_first_valid(out, &mut from_traceparent, trace_from_traceparent, h);
             continue;
         } else if eq(n, "x-cloud-trace-context") {
-            if from_cloud.is_none() {
-                from_cloud = trace_from_cloud(h.value);
-                if from_cloud.is_some() {
-                    push_header(out, n.as_bytes(), h.value);
-                }
-            }
+            keep_first_valid(out, &mut from_cloud, trace_from_cloud, h);
             continue;
         }
         push_header(out, n.as_bytes(), h.value);
@@ -1052,6 +1022,22 @@ fn plan(cbuf: &[u8], out: &mut Vec<u8>, fd: &FrontDoor, route: &Route, peer_ip: 
     r.head_end = out.len();
     out.extend_from_slice(b"\r\n");
     Plan::Forward(r)
+}
+
+/// Sends a trace header on only if it is the first valid one (`found` then holds its trace id);
+/// without a valid one, a fresh header is made after the others.
+fn keep_first_valid(
+    out: &mut Vec<u8>,
+    found: &mut Option<TraceId>,
+    parse: fn(&[u8]) -> Option<TraceId>,
+    h: &httparse::Header<'_>,
+) {
+    if found.is_none() {
+        *found = parse(h.value);
+        if found.is_some() {
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+    }
 }
 
 fn trace_from_traceparent(v: &[u8]) -> Option<TraceId> {

@@ -41,10 +41,10 @@ pub type UpstreamBody = Limited<Incoming>;
 pub type FrontBody = Either<Tracked, Full<Bytes>>;
 
 /// How long an unused connection to an instance is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections kept per instance address.
-const MAX_IDLE_PER_HOST: usize = 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_IDLE_PER_HOST: usize = 1024;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pooled keep-alive HTTP/1.1 connections to the instances (no Nagle), cheap to clone.
 ///
@@ -222,18 +222,24 @@ impl ConnPool {
     }
 }
 
-async fn connect(addr: &Authority) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+/// A new TCP connection to an instance (no Nagle), within [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect_tcp(addr: &Authority) -> Option<TcpStream> {
     let host = addr.host();
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let port = addr.port_u16().unwrap_or(80);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| SendError::Connect)?
-        .map_err(|_| SendError::Connect)?;
-    let _ = stream.set_nodelay(true);
+        .ok()?
+        .ok()?;
+    let _ = s.set_nodelay(true);
+    Some(s)
+}
+
+async fn connect(addr: &Authority) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+    let stream = connect_tcp(addr).await.ok_or(SendError::Connect)?;
     let io = UpstreamIo {
         inner: TokioIo::new(stream),
         broken: false,

@@ -452,6 +452,10 @@ pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
 
 async fn run_up(args: UpArgs) -> ExitCode {
     init_tracing();
+    if let Err(e) = crate::frontdoor::loops::check_env() {
+        eprintln!("emu: {e}");
+        return ExitCode::from(2);
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let cfg = match load_config(&args, &cwd) {
         Ok(c) => c,

@@ -289,3 +289,14 @@ fn demo_runs_with_no_config() {
         );
     });
 }
+
+#[test]
+fn bad_front_door_settings_in_the_environment_exit_2_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [("EMU_FRONTDOOR_THREADS", "two"), ("EMU_FRONTDOOR", "nginx")] {
+        let (code, err) = common::run_emu_env(dir.path(), &["up", "--port", "0"], &[(var, value)]);
+        assert_eq!(code, 2, "{var}={value}: {err}");
+        assert!(err.contains(var) && err.contains(value), "{err}");
+        assert!(err.contains("unset it"), "says what to do: {err}");
+    }
+}

@@ -26,7 +26,7 @@ impl Loops {
     }
 
     /// The loop the next connection goes to, or `None` for the caller's runtime.
-    pub fn next(&mut self) -> Option<&'static Handle> {
+    pub fn pick(&mut self) -> Option<&'static Handle> {
         if self.handles.is_empty() {
             return None;
         }
@@ -36,17 +36,32 @@ impl Loops {
     }
 }
 
+/// Checks the front door's environment knobs (`EMU_FRONTDOOR_THREADS`, `EMU_FRONTDOOR`), so a
+/// typo stops `emu up` with a message instead of being ignored.
+pub fn check_env() -> Result<(), String> {
+    threads_from_env()?;
+    match std::env::var("EMU_FRONTDOOR") {
+        Ok(v) if v != "hyper" && v != "fast" => Err(format!(
+            "EMU_FRONTDOOR={v:?} is not a front-door path: set it to \"fast\" (the default) or \"hyper\", or unset it"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn threads_from_env() -> Result<usize, String> {
+    match std::env::var("EMU_FRONTDOOR_THREADS") {
+        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+            format!(
+                "EMU_FRONTDOOR_THREADS={v:?} is not a number of threads: set a whole number (0 serves on the main runtime) or unset it for one per core"
+            )
+        }),
+        Err(_) => Ok(cores()),
+    }
+}
+
 fn start() -> Vec<Handle> {
-    let n = match std::env::var("EMU_FRONTDOOR_THREADS") {
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) => n,
-            Err(_) => {
-                tracing::warn!("EMU_FRONTDOOR_THREADS={v:?} is not a number: using one per core");
-                cores()
-            }
-        },
-        Err(_) => cores(),
-    };
+    // `emu up` has checked the value (check_env); anything else falls back to one per core.
+    let n = threads_from_env().unwrap_or_else(|_| cores());
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let rt = match tokio::runtime::Builder::new_current_thread()

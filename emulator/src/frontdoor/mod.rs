@@ -4,7 +4,7 @@
 pub mod admission;
 pub mod errors;
 pub mod h1;
-mod loops;
+pub mod loops;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -193,7 +193,7 @@ pub async fn serve(
                 (fd.clone(), route.clone(), shutdown.clone(), builder.clone());
             move |stream| h1::serve_conn(fd, route, stream, peer, shutdown, builder)
         };
-        match loops.next() {
+        match loops.pick() {
             // Moved to that loop's thread: deregistered here, registered there.
             Some(handle) => match stream.into_std() {
                 Ok(std) => {

@@ -180,8 +180,14 @@ pub fn alive(pid: u32) -> bool {
 /// Runs `emu ARGS` in `dir` to completion: (exit code, stderr). A run that has not ended
 /// after two minutes is killed and fails the test, so a hang cannot stall the suite.
 pub fn run_emu(dir: &Path, args: &[&str]) -> (i32, String) {
+    run_emu_env(dir, args, &[])
+}
+
+/// [`run_emu`] with extra environment variables.
+pub fn run_emu_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut child = Command::new(EMU)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

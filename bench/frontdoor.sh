@@ -2,7 +2,7 @@
 # bench/frontdoor.sh: what emu's front door costs, measured against a direct connection and nginx
 # in the same run (issue 7). Prints a markdown report; ratios are what to compare across machines.
 #
-#   bench/frontdoor.sh                 # build, then ~3.5 min of measuring
+#   bench/frontdoor.sh                 # build, then ~4 min of measuring
 #   REPEATS=5 bench/frontdoor.sh       # more rounds (each round measures all three targets)
 #   NO_BUILD=1 bench/frontdoor.sh      # use target/release as it is
 #   EMU_BEFORE=/tmp/emu-old bench/frontdoor.sh   # also measure another emu build ("emu-before"),
@@ -12,6 +12,11 @@
 #   direct  bench-hello itself
 #   emu     `emu up` with one `upstream` service, concurrency 1000 so admission never queues
 #   nginx   Debian's nginx, proxy_pass to an upstream block with keepalive connections
+#   relay   bench-relay (bench/hello/src/bin/relay.rs): a TCP relay with no HTTP in it, one event
+#           loop per core, one upstream connection per client connection. Every proxy that ends
+#           the client's TCP connection and opens its own pays at least this, so it is the floor:
+#           emu/relay is how much of that ceiling emu reaches, relay/nginx the most any proxy
+#           could gain on nginx on this machine.
 # Measures, in rounds that rotate the order so background load hits all three alike:
 #   throughput  wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s, requests/s
 #   latency     bench-rate (bench/hello/src/bin/rate.rs) at $RATE requests/s for ${LAT_SECONDS}s
@@ -30,7 +35,8 @@ HELLO_PORT="${HELLO_PORT:-18181}"
 EMU_PORT="${EMU_PORT:-18182}"
 NGINX_PORT="${NGINX_PORT:-18183}"
 BEFORE_PORT="${BEFORE_PORT:-18184}"
-TARGETS=(direct emu nginx)
+RELAY_PORT="${RELAY_PORT:-18185}"
+TARGETS=(direct emu nginx relay)
 if [ -n "${EMU_BEFORE:-}" ]; then
     [ -x "$EMU_BEFORE" ] || die "EMU_BEFORE=$EMU_BEFORE is not an executable"
     TARGETS+=(emu-before)
@@ -38,7 +44,7 @@ fi
 
 need_pkgs wrk:wrk nginx:nginx
 build -p emulator -p bench-hello
-for p in "$HELLO_PORT" "$EMU_PORT" "$NGINX_PORT" "$BEFORE_PORT"; do need_free_port "$p"; done
+for p in "$HELLO_PORT" "$EMU_PORT" "$NGINX_PORT" "$BEFORE_PORT" "$RELAY_PORT"; do need_free_port "$p"; done
 
 # --- the three targets -------------------------------------------------------------------------
 spawn hello "$BIN/bench-hello" "127.0.0.1:$HELLO_PORT"
@@ -96,11 +102,15 @@ CONF
 spawn nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log"
 wait_port "$NGINX_PORT"
 
+spawn relay "$BIN/bench-relay" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$HELLO_PORT"
+wait_port "$RELAY_PORT"
+
 url() {
     case "$1" in
         direct) echo "http://127.0.0.1:$HELLO_PORT/" ;;
         emu) echo "http://127.0.0.1:$EMU_PORT/" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
+        relay) echo "http://127.0.0.1:$RELAY_PORT/" ;;
         emu-before) echo "http://127.0.0.1:$BEFORE_PORT/" ;;
     esac
 }
@@ -174,7 +184,7 @@ done)
 
 | throughput ratio | median of per-round ratios | each round |
 |---|---:|---|
-$(pairs=(emu:direct nginx:direct emu:nginx)
+$(pairs=(emu:direct nginx:direct relay:direct emu:nginx relay:nginx emu:relay nginx:relay)
 [ -n "${EMU_BEFORE:-}" ] && pairs+=(emu-before:direct emu-before:nginx emu:emu-before)
 for pair in "${pairs[@]}"; do
     a="${pair%%:*}"; b="${pair##*:}"
@@ -182,5 +192,5 @@ for pair in "${pairs[@]}"; do
         "$(for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$a,$r]}" "${TPR[$b,$r]}"; done | tr '\n' ' ')"
 done)
 
-p50 added to direct: emu $(added "${M_50[emu]}" "${M_50[direct]}") µs, nginx $(added "${M_50[nginx]}" "${M_50[direct]}") µs.
+p50 added to direct: emu $(added "${M_50[emu]}" "${M_50[direct]}") µs, nginx $(added "${M_50[nginx]}" "${M_50[direct]}") µs, relay $(added "${M_50[relay]}" "${M_50[direct]}") µs.
 REPORT

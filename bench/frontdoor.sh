@@ -2,7 +2,7 @@
 # bench/frontdoor.sh: what emu's front door costs, measured against a direct connection and nginx
 # in the same run (issue 7). Prints a markdown report; ratios are what to compare across machines.
 #
-#   bench/frontdoor.sh                 # build, then ~4 min of measuring
+#   bench/frontdoor.sh                 # build, then ~3 min of measuring
 #   REPEATS=5 bench/frontdoor.sh       # more rounds (each round measures all three targets)
 #   NO_BUILD=1 bench/frontdoor.sh      # use target/release as it is
 #   EMU_BEFORE=/tmp/emu-old bench/frontdoor.sh   # also measure another emu build ("emu-before"),
@@ -19,8 +19,9 @@
 #           could gain on nginx on this machine.
 # Measures, in rounds that rotate the order so background load hits all three alike:
 #   throughput  wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s, requests/s
-#   latency     bench-rate (bench/hello/src/bin/rate.rs) at $RATE requests/s for ${LAT_SECONDS}s
-#               over $LAT_CONNS connections, measured from each request's intended send time
+#   latency     bench-rate (bench/hello/src/bin/rate.rs) at $RATE requests/s to each target for
+#               ${LAT_SECONDS}s over $LAT_CONNS connections each, all targets side by side on one
+#               staggered schedule, measured from each request's intended send time
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -136,7 +137,7 @@ order() {
 log "bench: warming up"
 for t in "${TARGETS[@]}"; do wrk -t"$THREADS" -c"$CONNS" -d2s "$(url "$t")" >/dev/null; done
 
-declare -A TP TPR LAT50 LAT99
+declare -A TP TPR LAT50 LAT99 P50R P99R
 for r in $(seq 0 $((REPEATS - 1))); do
     for t in $(order "$r"); do
         out="$(wrk -t"$THREADS" -c"$CONNS" -d"${TP_SECONDS}s" "$(url "$t")")"
@@ -147,11 +148,17 @@ for r in $(seq 0 $((REPEATS - 1))); do
         TPR[$t,$r]="$rps"
         log "bench: round $((r + 1))/$REPEATS throughput $t: $rps req/s"
     done
-    for t in $(order "$r"); do
-        line="$("$BIN/bench-rate" "$(url "$t")" "$RATE" "$LAT_SECONDS" "$LAT_CONNS" 1)"
+    # All targets at once, on one staggered schedule (their place in it rotating by round), so
+    # a stall of the machine lands on each alike and p99s compare fairly.
+    urls="$(for t in $(order "$r"); do url "$t"; done | paste -sd, -)"
+    lines="$("$BIN/bench-rate" "$urls" "$RATE" "$LAT_SECONDS" "$LAT_CONNS" 1)"
+    for t in "${TARGETS[@]}"; do
+        line="$(printf '%s\n' "$lines" | grep -F "url=$(url "$t") ")" || die "bench-rate gave no line for $t"
         [ "$(kv errors "$line")" = 0 ] || log "bench: $t: errors at $RATE rps: $line"
         LAT50[$t]+="$(kv p50_us "$line") "
         LAT99[$t]+="$(kv p99_us "$line") "
+        P50R[$t,$r]="$(kv p50_us "$line")"
+        P99R[$t,$r]="$(kv p99_us "$line")"
         log "bench: round $((r + 1))/$REPEATS latency $t: $line"
     done
 done
@@ -168,18 +175,25 @@ round_ratio() {
     local r
     for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$1,$r]}" "${TPR[$2,$r]}"; done | median
 }
-added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f", a - b }'; }
+# What target A adds to target B at a percentile: the median over rounds of A's minus B's, each
+# pair measured side by side in the same seconds (a stall hits both, and cancels).
+added() {
+    local pct="$1" a="$2" b="$3" r
+    for r in $(seq 0 $((REPEATS - 1))); do
+        if [ "$pct" = 50 ]; then echo "${P50R[$a,$r]} ${P50R[$b,$r]}"; else echo "${P99R[$a,$r]} ${P99R[$b,$r]}"; fi
+    done | awk '{ print $1 - $2 }' | median | awk '{ printf "%+.0f", $1 }'
+}
 
 cat <<REPORT
 ## Front door (bench/frontdoor.sh)
 
 $(machine)
-- runs: $REPEATS rounds; throughput \`wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s\`; latency \`bench-rate\` at $RATE rps for ${LAT_SECONDS}s over $LAT_CONNS connections, from intended send time
+- runs: $REPEATS rounds; throughput \`wrk -t$THREADS -c$CONNS -d${TP_SECONDS}s\`; latency \`bench-rate\` at $RATE rps to each target at once (staggered) for ${LAT_SECONDS}s over $LAT_CONNS connections each, from intended send time
 
-| target | throughput req/s (median) | each round | p50 µs @ $RATE rps | p99 µs @ $RATE rps | p99 added to direct µs |
+| target | throughput req/s (median) | each round | p50 µs @ $RATE rps | p99 µs @ $RATE rps | p99 added to direct µs (median of per-round differences) |
 |---|---:|---|---:|---:|---:|
 $(for t in "${TARGETS[@]}"; do
-    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$t" "${M_TP[$t]}" "$(printf '%.0f ' ${TP[$t]})" "${M_50[$t]}" "${M_99[$t]}" "$(added "${M_99[$t]}" "${M_99[direct]}")"
+    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$t" "${M_TP[$t]}" "$(printf '%.0f ' ${TP[$t]})" "${M_50[$t]}" "${M_99[$t]}" "$(added 99 "$t" direct)"
 done)
 
 | throughput ratio | median of per-round ratios | each round |
@@ -192,5 +206,6 @@ for pair in "${pairs[@]}"; do
         "$(for r in $(seq 0 $((REPEATS - 1))); do ratio "${TPR[$a,$r]}" "${TPR[$b,$r]}"; done | tr '\n' ' ')"
 done)
 
-p50 added to direct: emu $(added "${M_50[emu]}" "${M_50[direct]}") µs, nginx $(added "${M_50[nginx]}" "${M_50[direct]}") µs, relay $(added "${M_50[relay]}" "${M_50[direct]}") µs.
+p50 added to direct: emu $(added 50 emu direct) µs, nginx $(added 50 nginx direct) µs, relay $(added 50 relay direct) µs.
+Added to the relay's (a bare extra hop, so what is left is the proxy's own work): emu p50 $(added 50 emu relay) µs, p99 $(added 99 emu relay) µs; nginx p50 $(added 50 nginx relay) µs, p99 $(added 99 nginx relay) µs.
 REPORT

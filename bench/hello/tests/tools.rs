@@ -1,5 +1,5 @@
-//! bench-relay, the bench's floor target, must pass requests through unchanged on a kept-alive
-//! connection, and refuse bad arguments with exit 2.
+//! The bench's own tools: bench-relay (the floor target) passes requests through on a kept-alive
+//! connection and refuses bad arguments with exit 2; bench-rate measures several targets at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -73,4 +73,27 @@ fn bad_arguments_exit_2_with_usage() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: bench-relay"));
+}
+
+#[test]
+fn bench_rate_measures_several_targets_side_by_side() {
+    let (_a, a) = start(env!("CARGO_BIN_EXE_bench-hello"), &["127.0.0.1:0"]);
+    let (_b, b) = start(env!("CARGO_BIN_EXE_bench-hello"), &["127.0.0.1:0"]);
+    let urls = format!("http://{a}/,http://{b}/x");
+    let out = Command::new(env!("CARGO_BIN_EXE_bench-rate"))
+        .args([urls.as_str(), "200", "1", "2", "0"])
+        .output()
+        .expect("run bench-rate");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per URL: {text}");
+    for (line, url) in lines
+        .iter()
+        .zip([format!("http://{a}/"), format!("http://{b}/x")])
+    {
+        assert!(line.starts_with(&format!("url={url} ")), "{line}");
+        // 200 requests/s for 1 s to each target, all answered.
+        assert!(line.contains(" sent=200 ok=200 errors=0 "), "{line}");
+    }
 }

@@ -46,4 +46,4 @@ cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 say "cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

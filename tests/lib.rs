@@ -37,6 +37,43 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A port no one listens on, on any interface (Cloud Run apps bind all of them), for a test
+/// that must name a port in a config file.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Gives every `port = N` line of `dir/emu.toml` a free port instead, so a test can run while
+/// another emu (the README's `emu up` on 8080, say) holds the example's own ports. Returns each
+/// old port's new one.
+pub fn remap_ports(dir: &Path) -> std::collections::HashMap<u16, u16> {
+    let path = dir.join("emu.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut map = std::collections::HashMap::new();
+    let mut out = String::new();
+    for line in text.lines() {
+        let key_value = line.split('#').next().unwrap_or("");
+        let old = key_value
+            .trim()
+            .strip_prefix("port")
+            .and_then(|r| r.trim_start().strip_prefix('='))
+            .and_then(|v| v.trim().parse::<u16>().ok());
+        match old {
+            Some(old) => {
+                let new = *map.entry(old).or_insert_with(free_port);
+                out.push_str(&format!("port = {new}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+    map
+}
+
 /// A running `emu up` (stderr kept), killed on drop.
 pub struct Up {
     child: Child,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{bin, copy_dir, Up};
+use e2e::{bin, copy_dir, remap_ports, Up};
 
 /// Runs a scenario compressed to `duration` at `scale` of its rate; returns report.json.
 fn loadtest(
@@ -108,12 +108,12 @@ fn example(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn the_five_examples_run_as_their_readmes_say() {
-    // One after another: several examples use the same fixed ports, as their teams do.
+    // Each example's own ports (8080, 8000–8005, 9090, as its team wrote them) are moved to free
+    // ones in the copy, so this runs beside an `emu up` on 8080.
 
     // mcp-server: emu.toml, Cloud SQL db-f1-micro.
     let (_t, dir) = example("mcp-server");
-    let up = Up::start(&dir, &[]);
-    assert_eq!(up.port, 8080);
+    let up = Up::start(&dir, &["--port", "0"]);
     let st = up.get("/_emu/status");
     assert_eq!(
         st["backends"]["postgres"]["max_connections"], 25,
@@ -123,7 +123,7 @@ fn the_five_examples_run_as_their_readmes_say() {
     let r = loadtest(
         &dir,
         "scenarios/baseline.toml",
-        "http://127.0.0.1:8080",
+        &format!("http://127.0.0.1:{}", up.port),
         "10s",
         "0.5",
     );
@@ -137,7 +137,10 @@ fn the_five_examples_run_as_their_readmes_say() {
 
     // api-knative: the YAML unchanged, scale from zero.
     let (_t, dir) = example("api-knative");
-    let up = Up::start(&dir, &["-f", "service.yaml", "--", "emu", "demo-app"]);
+    let up = Up::start(
+        &dir,
+        &["-f", "service.yaml", "--port", "0", "--", "emu", "demo-app"],
+    );
     let r = loadtest(
         &dir,
         "scenarios/alerts.toml",
@@ -155,8 +158,9 @@ fn the_five_examples_run_as_their_readmes_say() {
 
     // plant-backend: port 8000, 1–4 instances, health check with a 10 s initial delay.
     let (_t, dir) = example("plant-backend");
+    let ports = remap_ports(&dir);
     let up = Up::start(&dir, &[]);
-    assert_eq!(up.port, 8000);
+    assert_eq!(up.port, ports[&8000]);
     for _ in 0..300 {
         if up.get("/_emu/status")["services"][0]["ready"].as_u64() == Some(1) {
             break;
@@ -166,7 +170,7 @@ fn the_five_examples_run_as_their_readmes_say() {
     loadtest(
         &dir,
         "scenarios/readings.toml",
-        "http://127.0.0.1:8000",
+        &format!("http://127.0.0.1:{}", ports[&8000]),
         "10s",
         "0.05",
     );
@@ -178,18 +182,20 @@ fn the_five_examples_run_as_their_readmes_say() {
 
     // router-gateway: two services on their own ports, with probes.
     let (_t, dir) = example("router-gateway");
+    let ports = remap_ports(&dir);
     let up = Up::start(&dir, &[]);
+    assert_eq!(up.port, ports[&9090]);
     loadtest(
         &dir,
         "scenarios/router.toml",
-        "http://127.0.0.1:8080",
+        &format!("http://127.0.0.1:{}", ports[&8080]),
         "8s",
         "0.1",
     );
     loadtest(
         &dir,
         "scenarios/gateway.toml",
-        "http://127.0.0.1:8000",
+        &format!("http://127.0.0.1:{}", ports[&8000]),
         "8s",
         "0.1",
     );
@@ -201,6 +207,7 @@ fn the_five_examples_run_as_their_readmes_say() {
 
     // microservices: the migration job first, five services, secrets.
     let (_t, dir) = example("microservices");
+    let ports = remap_ports(&dir);
     let up = Up::start(&dir, &[]);
     assert!(up
         .log
@@ -211,7 +218,7 @@ fn the_five_examples_run_as_their_readmes_say() {
     loadtest(
         &dir,
         "scenarios/shop.toml",
-        "http://127.0.0.1:8000",
+        &format!("http://127.0.0.1:{}", ports[&8000]),
         "8s",
         "0.5",
     );

@@ -1,10 +1,16 @@
-//! The one place where failures on the request path become Cloud Run's status codes and bodies.
+//! The one place where failures on the request path become Cloud Run's status codes and bodies:
+//! one error value, rendered per protocol — a hyper response ([`ProxyError::into_response`], for
+//! HTTP/1.1 and h2c alike; a gRPC client maps 429/503/504 to `UNAVAILABLE` by gRPC's
+//! HTTP-status rules, as it does Cloud Run's) or HTTP/1.1 bytes on the fast path
+//! ([`ProxyError::write_h1`]). Every answer names the instance involved: emu's own carry
+//! `x-emu-instance: none`.
 
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::admission::AdmitError;
+use super::wire::{push_date, push_status_line, put_decimal};
 
 /// Cloud Run's sentence for a request that found no instance.
 pub const NO_INSTANCE: &str = "The request was aborted because there was no available instance.";
@@ -23,6 +29,16 @@ pub enum ProxyError {
     NoService(String),
     /// `/_emu/` from a non-loopback peer.
     Forbidden,
+    /// The client's own framing is broken (a malformed chunked body, a Content-Length that is
+    /// no number, a `PRI` that is no HTTP/2 preface): its fault, not the instance's.
+    BadRequest,
+    /// A path Google's front end keeps for itself (`/healthz`, `/_ah/…`, `/eventlog`).
+    Reserved(String),
+    /// A method Google's front end refuses (`TRACE`).
+    MethodNotAllowed {
+        method: String,
+        path: String,
+    },
 }
 
 impl ProxyError {
@@ -37,8 +53,10 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoService(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoService(_) | ProxyError::Reserved(_) => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -58,11 +76,45 @@ impl ProxyError {
             }
             ProxyError::NoService(host) => format!("No service matches host {host:?}."),
             ProxyError::Forbidden => "The /_emu/ endpoints answer only loopback clients.".into(),
+            ProxyError::BadRequest => {
+                "Your client has issued a malformed or illegal request.".into()
+            }
+            ProxyError::Reserved(_) | ProxyError::MethodNotAllowed { .. } => String::new(),
         }
+    }
+
+    /// The page Google's own front end answers with (reserved paths, refused methods).
+    fn google_page(&self) -> Option<String> {
+        let (code, reason, what) = match self {
+            ProxyError::Reserved(path) => (
+                404,
+                "Not Found",
+                format!(
+                    "The requested URL <code>{}</code> was not found on this server.",
+                    escape(path)
+                ),
+            ),
+            ProxyError::MethodNotAllowed { method, path } => (
+                405,
+                "Method Not Allowed",
+                format!(
+                    "The request method <code>{}</code> is inappropriate for the URL <code>{}</code>.",
+                    escape(method),
+                    escape(path)
+                ),
+            ),
+            _ => return None,
+        };
+        Some(format!(
+            "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error {code} ({reason})!!1</title>\n  <p><b>{code}.</b> <ins>That’s an error.</ins>\n  <p>{what}  <ins>That’s all we know.</ins>\n"
+        ))
     }
 
     /// A small HTML page shaped like Google's front end's error pages.
     pub fn html(&self) -> String {
+        if let Some(page) = self.google_page() {
+            return page;
+        }
         let status = self.status();
         let reason = status.canonical_reason().unwrap_or("Error");
         format!(
@@ -72,17 +124,62 @@ impl ProxyError {
         )
     }
 
-    /// [`Self::html`] as a response.
+    /// True when the connection is closed after this answer: the client's bytes can no longer
+    /// be trusted to frame the next request.
+    pub fn closes(&self) -> bool {
+        matches!(self, ProxyError::BadRequest)
+    }
+
+    /// [`Self::html`] as a response (HTTP/1.1 or h2c).
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
         let mut resp = Response::new(Full::new(Bytes::from(self.html())));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
+        let h = resp.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/html; charset=UTF-8"),
+            HeaderValue::from_static("text/html; charset=UTF-8"),
         );
+        h.insert("x-emu-instance", HeaderValue::from_static("none"));
+        if self.closes() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
+
+    /// [`Self::html`] as HTTP/1.1 bytes, into `out` (cleared first); the body left out for a
+    /// HEAD request.
+    pub fn write_h1(&self, out: &mut Vec<u8>, head_only: bool, close: bool) {
+        let status = self.status();
+        let body = self.html();
+        out.clear();
+        push_status_line(
+            out,
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error").as_bytes(),
+        );
+        out.extend_from_slice(
+            b"content-type: text/html; charset=UTF-8\r\nx-emu-instance: none\r\ncontent-length: ",
+        );
+        put_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+        push_date(out);
+        if close || self.closes() {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(body.as_bytes());
+        }
+    }
+}
+
+/// HTML-escapes what a client sent before it goes into a page.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 impl From<AdmitError> for ProxyError {

@@ -6,6 +6,9 @@ pub mod errors;
 pub mod h1;
 pub mod loops;
 pub mod proxy;
+pub(crate) mod rules;
+pub mod upstream;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,9 +29,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::service::ServiceRuntime;
-use crate::telemetry::{RequestLog, RequestLogger};
+use crate::telemetry::RequestLogger;
 use errors::ProxyError;
-use proxy::{FrontBody, UpstreamClient};
+use proxy::FrontBody;
+use rules::Exchange;
+use upstream::UpstreamClient;
 
 /// What every connection shares.
 pub struct FrontDoor {
@@ -52,28 +57,10 @@ impl FrontDoor {
         Arc::new(FrontDoor {
             services,
             by_name,
-            client: proxy::upstream_client(),
+            client: upstream::upstream_client(),
             logger,
             admin,
         })
-    }
-
-    /// The service a request on the main port is for: by host (`api.localhost:8080` → `api`),
-    /// or the only one there is.
-    fn route(&self, req: &Request<Incoming>) -> Result<&Arc<ServiceRuntime>, ProxyError> {
-        if self.services.len() == 1 {
-            return Ok(&self.services[0]);
-        }
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .unwrap_or("");
-        let label = host.split([':', '.']).next().unwrap_or("");
-        self.by_name
-            .get(label)
-            .ok_or_else(|| ProxyError::NoService(host.to_string()))
     }
 }
 
@@ -98,26 +85,31 @@ async fn handle(
         }
         return admin::handle(&fd.admin, &req).map(Either::Right);
     }
-    let service = match route {
-        Route::Fixed(s) => s,
-        Route::ByHost => match fd.route(&req) {
-            Ok(s) => s,
-            Err(e) => {
-                let resp = e.into_response().map(Either::Right);
-                if fd.logger.enabled() {
-                    fd.logger.log(RequestLog::new(
-                        &req,
-                        "-",
-                        "-",
-                        resp.status().as_u16(),
-                        peer,
-                    ));
-                }
-                return resp;
-            }
-        },
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
+    let chosen = match rules::refuse(req.method().as_str().as_bytes(), target.as_bytes()) {
+        Some(e) => Err(e),
+        None => fd.route_host(route, host),
     };
-    proxy::forward(service, &fd.client, &fd.logger, req, peer).await
+    match chosen {
+        Ok(service) => proxy::forward(fd, service, req, peer).await,
+        Err(e) => {
+            let ex = Exchange {
+                arrived: tokio::time::Instant::now(),
+                peer,
+                service: None,
+                trace: None,
+                log: fd.logger.enabled().then(|| proxy::log_fields(&req)),
+            };
+            let resp = e.into_response().map(Either::Right);
+            ex.finish(fd, resp.status().as_u16(), None, false);
+            resp
+        }
+    }
 }
 
 fn is_loopback(peer: SocketAddr) -> bool {
@@ -150,7 +142,7 @@ async fn serve_hyper<I>(
         let route = route.clone();
         async move { Ok::<_, Infallible>(handle(&fd, &route, req, peer).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

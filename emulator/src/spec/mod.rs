@@ -144,6 +144,8 @@ pub struct ServiceSpec {
     pub container_port: u16,
     /// An extra front door port for this service alone (besides routing by host on the main one).
     pub port: Option<u16>,
+    /// What the instance speaks: HTTP/1.1, or cleartext HTTP/2 end to end (`ports[].name: h2c`).
+    pub protocol: Protocol,
     pub env: Vec<(String, String)>,
     pub startup_probe: Probe,
     pub liveness_probe: Option<Probe>,
@@ -236,6 +238,28 @@ impl Probe {
     }
 }
 
+/// The protocol between the front door and an instance. Cloud Run sends HTTP/1.1 unless the
+/// container port is named `h2c`; then requests reach the instance as cleartext HTTP/2 (what
+/// gRPC streaming needs), whatever the client spoke to the front door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
+impl Protocol {
+    /// From a port name (`http1`, `h2c`); anything else is no protocol Cloud Run knows.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "http1" => Some(Protocol::Http1),
+            "h2c" => Some(Protocol::H2c),
+            _ => None,
+        }
+    }
+}
+
 /// The spec's fields before validation, shared by the TOML and YAML readers.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawService {
@@ -250,6 +274,8 @@ pub(crate) struct RawService {
     pub timeout: Option<Duration>,
     pub container_port: Option<i64>,
     pub port: Option<i64>,
+    /// The container port's name (`http1` or `h2c`).
+    pub protocol: Option<String>,
     pub env: Vec<(String, String)>,
     pub startup_probe: Option<Probe>,
     pub liveness_probe: Option<Probe>,
@@ -368,6 +394,15 @@ pub(crate) fn validate_service(
                 format!("container port {p} is out of range: use 1 to 65535"),
             ))
         }
+    };
+    let protocol = match raw.protocol.as_deref() {
+        None => Protocol::Http1,
+        Some(name) => Protocol::from_name(name).ok_or_else(|| {
+            err(
+                "protocol",
+                format!("protocol {name:?} is not one Cloud Run speaks to a container: use \"http1\" (the default) or \"h2c\" (HTTP/2 end to end, for gRPC)"),
+            )
+        })?,
     };
     let port = match raw.port {
         None => None,
@@ -507,6 +542,7 @@ pub(crate) fn validate_service(
         timeout,
         container_port,
         port,
+        protocol,
         env: raw.env,
         startup_probe,
         liveness_probe: raw.liveness_probe,
@@ -650,6 +686,7 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         timeout: limits::DEFAULT_TIMEOUT,
         container_port: limits::DEFAULT_CONTAINER_PORT,
         port: None,
+        protocol: Protocol::Http1,
         env: Vec::new(),
         startup_probe: Probe::default_startup(),
         liveness_probe: None,

@@ -74,6 +74,8 @@ struct ServiceToml {
     timeout: Option<DurationField>,
     container_port: Option<i64>,
     port: Option<i64>,
+    /// `http1` (default) or `h2c`.
+    protocol: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     startup_probe: Option<ProbeToml>,
@@ -223,6 +225,7 @@ pub fn parse_toml(src: &str, path: &Path) -> Result<Config, SpecError> {
             timeout: dur("timeout", &s.timeout)?,
             container_port: s.container_port,
             port: s.port,
+            protocol: s.protocol.clone(),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             startup_probe: probe(&s.startup_probe, "startup_probe", path, &at, true)?,
             liveness_probe: probe(&s.liveness_probe, "liveness_probe", path, &at, false)?,

@@ -37,7 +37,6 @@ const SILENT: &[&str] = &[
     "spec.template.metadata.namespace",
     "spec.template.metadata.creationTimestamp",
     "spec.template.spec.containers[].name",
-    "spec.template.spec.containers[].ports[].name",
 ];
 
 /// Annotations on the revision template that emu models.
@@ -238,12 +237,17 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         return Err(err(&["containers:"], "the container has no image and no command was given: run `emu up -f FILE -- CMD ARGS…`".into()));
     }
     raw.command = (!command.is_empty()).then(|| command.to_vec());
-    raw.container_port = c
+    let first_port = c
         .get("ports")
         .and_then(Value::as_sequence)
-        .and_then(|p| p.first())
+        .and_then(|p| p.first());
+    raw.container_port = first_port
         .and_then(|p| p.get("containerPort"))
         .and_then(Value::as_i64);
+    raw.protocol = first_port
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     if let Some(env) = c.get("env").and_then(Value::as_sequence) {
         for e in env {
@@ -370,6 +374,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
             "max_instances" => at(&["autoscaling.knative.dev/maxScale"])
                 .or_else(|| at(&["autoscaling.knative.dev/max-scale"])),
             "container_port" => at(&["containerPort:"]),
+            "protocol" => at(&["ports:", "name:"]),
             "name" => at(&["metadata:", "name:"]),
             "startup_probe" => at(&["startupProbe:"]),
             "liveness_probe" => at(&["livenessProbe:"]),

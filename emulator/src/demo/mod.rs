@@ -4,10 +4,12 @@
 //! With `DATABASE_URL` and `REDIS_URL` (both optional) it is a small real service: items in
 //! PostgreSQL (`POST /items`, `GET /items`), a Redis cache in front of `GET /items/{id}`
 //! (`x-cache: hit|miss`), a Redis fixed-window rate limit on `/limited`, and a `/health` that
-//! checks both live and answers 503 when a configured one is down.
+//! checks both live and answers 503 when a configured one is down. `/ws` (a WebSocket echo) and
+//! `/events` (server-sent events) show what happens to long-lived answers.
 
 mod items;
 mod state;
+mod streams;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,6 +65,9 @@ pub fn app_with(state: DemoState) -> Router {
         .route("/items", post(items::create).get(items::list))
         .route("/items/{id}", get(items::get_one))
         .route("/limited", get(items::limited))
+        .route("/ws", get(streams::ws))
+        .route("/events", get(streams::events))
+        .route("/events/ack", post(streams::ack))
         .with_state(state)
 }
 

@@ -9,6 +9,64 @@ use std::time::Duration;
 
 pub const EMU: &str = env!("CARGO_BIN_EXE_emu");
 
+/// The ways a request crosses the front door; every front-door behaviour test runs on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// HTTP/1.1 on the fast path (the default).
+    Fast,
+    /// HTTP/1.1 on hyper's general path (`EMU_FRONTDOOR=hyper`).
+    Hyper,
+    /// HTTP/2 from the client (h2c, prior knowledge), which hyper serves.
+    H2c,
+}
+
+impl Via {
+    /// What emu is started with for this path.
+    pub fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Via::Hyper => &[("EMU_FRONTDOOR", "hyper")],
+            Via::Fast | Via::H2c => &[],
+        }
+    }
+
+    /// A client that speaks this path's protocol.
+    pub fn client(self) -> reqwest::Client {
+        let b = reqwest::Client::builder();
+        match self {
+            Via::H2c => b.http2_prior_knowledge(),
+            Via::Fast | Via::Hyper => b.http1_only(),
+        }
+        .build()
+        .unwrap()
+    }
+
+    pub async fn get(self, url: &str) -> reqwest::Response {
+        self.client().get(url).send().await.unwrap()
+    }
+}
+
+/// Generates one `#[tokio::test]` per [`Via`] for each `async fn NAME(path: Via)` named: the
+/// tests are `NAME::fast`, `NAME::hyper` and `NAME::h2c`.
+#[macro_export]
+macro_rules! on_every_path {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn fast() {
+                super::$name($crate::common::Via::Fast).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn hyper() {
+                super::$name($crate::common::Via::Hyper).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn h2c() {
+                super::$name($crate::common::Via::H2c).await
+            }
+        }
+    )*};
+}
+
 /// A running `emu up`, killed on drop.
 pub struct Emu {
     pub child: Child,
@@ -26,6 +84,13 @@ impl Emu {
     /// Writes `emu.toml` and runs `emu up --port 0` in a fresh folder.
     pub fn start_toml(toml: &str) -> Emu {
         Self::start_toml_with(toml, &[])
+    }
+
+    /// [`Emu::start_toml`] with the front door set up for `path`.
+    pub fn start_toml_on(path: Via, toml: &str) -> Emu {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("emu.toml"), config(toml)).unwrap();
+        Self::start_in_env(dir, &[], path.env())
     }
 
     pub fn start_toml_with(toml: &str, extra: &[&str]) -> Emu {
@@ -121,6 +186,29 @@ impl Emu {
         }
         panic!(
             "{service} never had {n} ready instances: {}",
+            self.status().await
+        );
+    }
+
+    /// Waits until `service`'s instances hold `n` requests in flight between them.
+    pub async fn wait_in_flight(&self, service: &str, n: u64) {
+        for _ in 0..600 {
+            let st = self.status().await;
+            let held: u64 = st["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["name"] == service)
+                .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+                .map(|i| i["in_flight"].as_u64().unwrap_or(0))
+                .sum();
+            if held == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{service} never had {n} requests in flight: {}",
             self.status().await
         );
     }

@@ -533,3 +533,80 @@ min_instances = 1
     assert!(!fast_seen.contains_key("proxy-authorization"));
     assert_eq!(fast_seen["user-agent"], "ab-test");
 }
+
+/// The answer to `request` on a connection of its own, and whether emu closed it after.
+async fn answer_and_close(port: u16, request: &[u8]) -> (Answer, bool) {
+    let (mut s, mut buf) = raw(port, request).await;
+    let a = read_answer(&mut s, &mut buf, false).await;
+    let mut rest = [0u8; 64];
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(10), s.read(&mut rest)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    );
+    (a, closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_client_framing_is_a_400_and_a_close_not_the_instances_503() {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+    );
+    let port = serve_axum(app).await;
+    for env in [&[][..], &[("EMU_FRONTDOOR", "hyper")][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        common::write(dir.path(), "emu.toml", &upstream_service(port, ""));
+        let emu = Emu::start_in_env(dir, &[], env);
+        let bodies: [&[u8]; 11] = [
+            b"zz\r\nhello\r\n0\r\n\r\n",
+            b"-1\r\nhello\r\n0\r\n\r\n",
+            b"0x1\r\nh\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"5\0\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\n0\n\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n: no name\r\n\r\n",
+            b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n;\r\n0\r\n\r\n",
+        ];
+        for body in bodies {
+            let mut req =
+                b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            req.extend_from_slice(body);
+            let (a, closed) = answer_and_close(emu.port, &req).await;
+            assert_eq!(
+                a.status,
+                400,
+                "{env:?} {:?}: {a:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(closed, "{env:?} {body:?}: connection kept open");
+            assert_eq!(a.header("x-emu-instance"), Some("none"), "{a:?}");
+        }
+        // A length that is no number, or two that differ: 400. One too large for any body: 413
+        // (where the fast path reads the head; with `EMU_FRONTDOOR=hyper` hyper's own parser
+        // answers that one 431 before emu sees it).
+        let mut lengths = vec![("abc", 400), ("1, 2", 400)];
+        if env.is_empty() {
+            lengths.push(("18446744073709551615", 413));
+        }
+        for (cl, want) in lengths {
+            let req = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {cl}\r\n\r\n");
+            let (a, _) = answer_and_close(emu.port, req.as_bytes()).await;
+            assert_eq!(a.status, want, "{env:?} {cl}: {a:?}");
+        }
+        // `PRI` that is not HTTP/2's preface.
+        let (a, _) = answer_and_close(emu.port, b"PRI / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert_eq!(a.status, 400, "{env:?}: {a:?}");
+        // Nothing was counted against the instance.
+        let metrics = reqwest::get(emu.url("/_emu/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!metrics.contains("code=\"503\""), "{metrics}");
+        assert!(metrics.contains("code=\"400\""), "{metrics}");
+    }
+}

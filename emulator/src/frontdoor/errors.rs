@@ -147,6 +147,44 @@ impl ProxyError {
         resp
     }
 
+    /// The answer as a gRPC client gets it: the same HTTP status as Cloud Run's, no body (a gRPC
+    /// client would try to read an HTML page as messages) and the `grpc-status` that gRPC's
+    /// HTTP-status rules give that status (429/502/503/504 → `UNAVAILABLE`, 404 →
+    /// `UNIMPLEMENTED`, …), so every client library maps it the same way.
+    pub fn into_grpc_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let code = match status.as_u16() {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502 | 503 | 504 => 14,
+            _ => 2,
+        };
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&self.detail())) {
+            h.insert("grpc-message", v);
+        }
+        h.insert("x-emu-instance", HeaderValue::from_static("none"));
+        resp
+    }
+
+    /// [`Self::into_response`] or [`Self::into_grpc_response`], as the request asked.
+    pub fn render(self, grpc: bool) -> Response<Full<Bytes>> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+
     /// [`Self::html`] as HTTP/1.1 bytes, into `out` (cleared first); the body left out for a
     /// HEAD request.
     pub fn write_h1(&self, out: &mut Vec<u8>, head_only: bool, close: bool) {
@@ -172,6 +210,26 @@ impl ProxyError {
             out.extend_from_slice(body.as_bytes());
         }
     }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2, "Responses").
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// True for a gRPC request (`content-type: application/grpc`, `application/grpc+proto`, …).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// HTML-escapes what a client sent before it goes into a page.

@@ -105,7 +105,7 @@ async fn handle(
                 trace: None,
                 log: fd.logger.enabled().then(|| proxy::log_fields(&req)),
             };
-            let resp = e.into_response().map(Either::Right);
+            let resp = e.render(errors::is_grpc(req.headers())).map(Either::Right);
             ex.finish(fd, resp.status().as_u16(), None, false);
             resp
         }

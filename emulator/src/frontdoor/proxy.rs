@@ -72,10 +72,11 @@ pub async fn forward(
         log: fd.logger.enabled().then(|| log_fields(&req)),
     };
     let deadline = ex.arrived + service.spec.timeout;
+    let grpc = super::errors::is_grpc(req.headers());
     let result = forward_inner(fd, service, req, peer, deadline, &mut ex).await;
     let (resp, instance, cold) = match result {
         Ok((resp, instance, cold)) => (resp, Some(instance), cold),
-        Err(e) => (e.into_response().map(Either::Right), None, false),
+        Err(e) => (e.render(grpc).map(Either::Right), None, false),
     };
     ex.finish(fd, resp.status().as_u16(), instance, cold);
     resp

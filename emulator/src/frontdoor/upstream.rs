@@ -265,6 +265,9 @@ impl UpstreamClient {
                     };
                     return Ok((resp, conn));
                 }
+                // A request whose own body failed (the client's framing) is never resent: its
+                // body has been read from and would wait forever the second time.
+                Err(e) if e.error().is_user() => return Err(SendError::Http(e.into_error())),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
                     _ => return Err(SendError::Http(e.into_error())),

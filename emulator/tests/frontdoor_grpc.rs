@@ -272,3 +272,111 @@ async fn emus_own_429_and_504_reach_a_grpc_client_as_unavailable() {
     assert_eq!(st["services"][0]["rejected_429"], 1, "{st}");
     assert_eq!(st["services"][0]["timeouts_504"], 1, "{st}");
 }
+
+/// Set in emu's environment (which instances inherit) so [`grpc_instance_process`] serves.
+const INSTANCE_VAR: &str = "EMU_TEST_GRPC_INSTANCE";
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the gRPC instance process that `a_grpc_service_runs_from_its_cloud_run_yaml` has emu start; not a test by itself"]
+async fn grpc_instance_process() {
+    let (Ok(port), Some(_)) = (std::env::var("PORT"), std::env::var_os(INSTANCE_VAR)) else {
+        panic!("run by emu as an instance: PORT and {INSTANCE_VAR} are not set");
+    };
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port.parse::<u16>().unwrap()))
+        .await
+        .unwrap();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    tonic::transport::Server::builder()
+        .add_service(Echo)
+        .serve_with_incoming_shutdown(tokio_stream_of(listener), async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_service_runs_from_its_cloud_run_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "service.yaml",
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: plants
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/maxScale: "2"
+    spec:
+      containerConcurrency: 10
+      timeoutSeconds: 30
+      containers:
+      - image: europe-docker.pkg.dev/acme/plants/grpc:1.4.2
+        ports:
+        - name: h2c
+          containerPort: 8080
+"#,
+    );
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let emu = Emu::start_in_env(
+        dir,
+        &[
+            "-f",
+            "service.yaml",
+            "--",
+            &me,
+            "--exact",
+            "grpc_instance_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        &[(INSTANCE_VAR, "1")],
+    );
+    let mut g = client(&emu).await;
+    // Scale from zero: the first call waits out the instance's cold start.
+    let r = unary(&mut g, "Unary", "from yaml", None).await.unwrap();
+    assert_eq!(r.metadata().get("x-emu-instance").unwrap(), "plants-1");
+    assert_eq!(&r.into_inner()[..], b"from yaml");
+    g.ready().await.unwrap();
+    let r = g
+        .server_streaming(Request::new(Bytes::from("3")), path("Count"), Raw)
+        .await
+        .unwrap();
+    let got: Vec<Bytes> = r.into_inner().map(|m| m.unwrap()).collect().await;
+    assert_eq!(got.len(), 3);
+    assert!(
+        !emu.stderr_text().contains("ports[].name"),
+        "the h2c port name is used, not warned about: {}",
+        emu.stderr_text()
+    );
+}
+
+#[test]
+fn a_port_name_cloud_run_does_not_know_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "service.yaml",
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: p\nspec:\n  template:\n    spec:\n      containers:\n      - image: x\n        ports:\n        - name: http2\n          containerPort: 8080\n",
+    );
+    let (code, err) = common::run_emu(
+        dir.path(),
+        &["up", "--port", "0", "-f", "service.yaml", "--", "true"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("service.yaml:11"), "{err}");
+    assert!(err.contains("\"h2c\""), "{err}");
+    common::write(
+        dir.path(),
+        "emu.toml",
+        "[[service]]\nname = \"p\"\ncommand = [\"true\"]\nprotocol = \"grpc\"\n",
+    );
+    let (code, err) = common::run_emu(dir.path(), &["up", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("emu.toml:4"), "{err}");
+}

@@ -228,6 +228,22 @@ async fn the_four_kinds_of_call_and_grpc_status_pass_through() {
     drop(tx);
     assert!(answers.next().await.is_none());
 
+    // A plain HTTP/1.1 client reaches the h2c instance too (tonic answers an unknown path with
+    // grpc-status 12, UNIMPLEMENTED, over HTTP/2).
+    let r = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .unwrap()
+        .post(emu.url("/no.Such/Method"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_11);
+    assert_eq!(r.headers()["x-emu-instance"], "grpc-1", "{:?} {}", r.headers(), emu.stderr_text());
+    assert_eq!(r.headers()["grpc-status"], "12", "{:?}", r.headers());
+
     // grpc-status and its message travel in the trailers.
     let e = unary(&mut g, "Fail", "x", None).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");

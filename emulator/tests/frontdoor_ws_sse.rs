@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Emu;
+use common::{Emu, Via};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -115,12 +115,8 @@ async fn read_events(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_sent_events_flow_without_buffering_on_every_path() {
-    for hyper_path in [false, true] {
-        let env: &[(&str, &str)] = if hyper_path {
-            &[("EMU_FRONTDOOR", "hyper")]
-        } else {
-            &[]
-        };
+    for via in [Via::Fast, Via::Hyper, Via::H2c] {
+        let env = via.env();
         let dir = tempfile::tempdir().unwrap();
         common::write(
             dir.path(),
@@ -129,7 +125,7 @@ async fn server_sent_events_flow_without_buffering_on_every_path() {
         );
         let emu = Emu::start_in_env(dir, &[], env);
         emu.wait_ready("live", 1).await;
-        let client = reqwest::Client::new();
+        let client = via.client();
         let r = client
             .get(emu.url("/events?key=a&n=5"))
             .send()
@@ -144,9 +140,7 @@ async fn server_sent_events_flow_without_buffering_on_every_path() {
             let got =
                 tokio::time::timeout(Duration::from_secs(30), read_events(&mut body, &mut buf, 1))
                     .await
-                    .unwrap_or_else(|_| {
-                        panic!("event {i} never arrived (hyper path: {hyper_path})")
-                    });
+                    .unwrap_or_else(|_| panic!("event {i} never arrived ({via:?})"));
             assert_eq!(got, [format!("event {i}")]);
             let ack = client
                 .post(emu.url(&format!("/events/ack?key=a&id={i}")))

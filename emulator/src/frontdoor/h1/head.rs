@@ -1,5 +1,5 @@
 //! Request and answer heads on the fast path: parsed with httparse, checked for what this path
-//! takes, and rewritten by the front door's one set of Cloud Run rules ([`crate::frontdoor::rules`]).
+//! takes (HTTP/1.1 instances only: a request for an h2c one goes hyper's way), and rewritten by the front door's one set of Cloud Run rules ([`crate::frontdoor::rules`]).
 
 use httparse::Header;
 use tokio::time::Instant;
@@ -12,6 +12,7 @@ use crate::frontdoor::proxy::MAX_BODY;
 use crate::frontdoor::rules::{self, Answerer, Exchange, LogFields, Pass};
 use crate::frontdoor::wire::{parse_length, push_date, push_status_line};
 use crate::frontdoor::{FrontDoor, Route};
+use crate::spec::Protocol;
 
 /// What the head at the front of `cbuf` asks for.
 pub(super) enum Plan {
@@ -166,6 +167,10 @@ pub(super) fn plan(
         Ok(s) => s.clone(),
         Err(e) => return Plan::Local(r, e),
     };
+    if service.spec.protocol == Protocol::H2c {
+        // This path writes HTTP/1.1 to instances; hyper's speaks HTTP/2 to an h2c one.
+        return Plan::Handoff;
+    }
     r.ex.service = Some(service);
     if too_large {
         return Plan::Local(r, ProxyError::BodyTooLarge);

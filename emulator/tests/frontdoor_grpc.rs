@@ -241,7 +241,13 @@ async fn the_four_kinds_of_call_and_grpc_status_pass_through() {
         .await
         .unwrap();
     assert_eq!(r.version(), http::Version::HTTP_11);
-    assert_eq!(r.headers()["x-emu-instance"], "grpc-1", "{:?} {}", r.headers(), emu.stderr_text());
+    assert_eq!(
+        r.headers()["x-emu-instance"],
+        "grpc-1",
+        "{:?} {}",
+        r.headers(),
+        emu.stderr_text()
+    );
     assert_eq!(r.headers()["grpc-status"], "12", "{:?}", r.headers());
 
     // grpc-status and its message travel in the trailers.

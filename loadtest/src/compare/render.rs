@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 
 use super::{pct, Comparison, Metric, MetricVerdict};
-use crate::engine::record::{decode_hist, new_hist};
+use crate::engine::record::{add_hist, decode_hist, new_hist};
 use crate::report::html::{chart, nice_ceiling, short, Series};
 use crate::report::junit::xml_escape as esc;
 use crate::report::Report;
@@ -158,7 +158,7 @@ fn merged_seconds(runs: &[&Report]) -> Vec<(f64, Histogram<u64>, f64)> {
             for r in runs {
                 if let Some(item) = r.timeline.get(i) {
                     if let Some(x) = decode_hist(&item.histogram) {
-                        let _ = h.add(&x);
+                        add_hist(&mut h, &x);
                     }
                     reqs += item.requests as f64;
                     k += 1.0;

@@ -373,6 +373,23 @@ pub fn resolve(name_or_path: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     None
 }
 
+/// Where scenario names are looked up: `./scenarios`, then the `scenarios/` folder of the
+/// repository the binary sits in or was built in.
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("scenarios")];
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            let candidate = dir.join("scenarios");
+            if candidate.is_dir() {
+                dirs.push(candidate);
+                break;
+            }
+        }
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"));
+    dirs
+}
+
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {

@@ -168,7 +168,7 @@ async fn a_malformed_scenario_exits_2_naming_file_and_line() {
     );
     assert!(!err.contains("panicked"), "{err}");
 
-    // A bad placeholder is caught before any traffic, with its line.
+    // A bad placeholder is caught before any traffic, with the line of the path it is in.
     let sc = write_scenario(
         dir.path(),
         "tpl.toml",
@@ -176,7 +176,7 @@ async fn a_malformed_scenario_exits_2_naming_file_and_line() {
     );
     let o = loadtest(&["run", &sc]).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("tpl.toml:5:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tpl.toml:7:"), "{}", stderr(&o));
 
     // Bad flags and missing scenarios are bad input too.
     let o = loadtest(&["run", "smoke", "--duration", "soon"]).await;

@@ -1,8 +1,19 @@
-//! Command-line arguments. Parsed in `main.rs`, handled by [`crate::run_cli`].
+//! The command line: clap's arguments, turned into the typed options of [`crate::commands`].
+//!
+//! Data flows one way: `main` parses a [`Cli`], [`run_cli`] checks the flags' text (a bad
+//! `--tolerance`, `--shard` or `--duration` is exit 2 here), the commands run the libraries
+//! (`run`, `compare`, `merge`) with plain options and pick the exit code. Nothing below this
+//! module knows clap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::commands::{self, exit, CompareCommand, MergeCommand, RunCommand};
+use crate::compare;
+use crate::report::ShardInfo;
+use crate::run::{RateScaling, RunOptions};
 
 /// Drive a scenario at a service with goose and judge it against its SLOs.
 ///
@@ -17,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a scenario (a name from scenarios/, or a path to a TOML file).
-    Run(RunCommand),
+    Run(RunArgs),
     /// List the scenarios with their load and SLOs.
     List {
         /// A scenario file or a folder of them (default: ./scenarios and the repo's).
@@ -47,10 +58,10 @@ pub struct CompareArgs {
     #[arg(long, value_name = "PCT", default_value = "10%")]
     pub tolerance: String,
     /// Bootstrap resamples per metric.
-    #[arg(long, value_name = "N", default_value_t = crate::compare::DEFAULT_RESAMPLES)]
+    #[arg(long, value_name = "N", default_value_t = compare::DEFAULT_RESAMPLES)]
     pub resamples: usize,
     /// Seed of the bootstrap (the verdict is deterministic given the inputs and the seed).
-    #[arg(long, value_name = "N", default_value_t = crate::compare::DEFAULT_SEED)]
+    #[arg(long, value_name = "N", default_value_t = compare::DEFAULT_SEED)]
     pub seed: u64,
 }
 
@@ -86,14 +97,6 @@ pub struct RunArgs {
     /// No live progress line (it is off anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
-}
-
-/// `run`'s arguments: [`RunArgs`] (what the library's `prepare` takes) plus sharding and the
-/// baseline to compare with.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunCommand {
-    #[command(flatten)]
-    pub args: RunArgs,
     /// Run the I-th of N equal shares of the scenario's rate (one per machine), e.g. 2/4;
     /// `loadtest merge` joins the shards' reports.
     #[arg(long, value_name = "I/N")]
@@ -105,4 +108,101 @@ pub struct RunCommand {
     /// Tolerance for `--baseline` (see `loadtest compare`).
     #[arg(long, value_name = "PCT", default_value = "10%", requires = "baseline")]
     pub tolerance: String,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run_cli(cli: Cli) -> i32 {
+    let parsed = match cli.command {
+        Command::Run(args) => run_command(&args).map(|c| commands::run(&c)),
+        Command::List { path } => Ok(commands::list(path.as_deref())),
+        Command::Compare(args) => compare_command(&args).map(|c| commands::compare(&c)),
+        Command::Merge(args) => Ok(commands::merge(&MergeCommand {
+            reports: args.reports,
+            out: args.out,
+        })),
+    };
+    parsed.unwrap_or_else(|message| {
+        eprintln!("loadtest: {message}");
+        exit::BAD_INPUT
+    })
+}
+
+/// `run`'s flags as options; a message for exit 2 when one cannot be read.
+pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let duration = args.duration.as_deref().map(parse_duration).transpose()?;
+    let tolerance = parse_tolerance(&args.tolerance)?;
+    let rate = match (args.rps, args.rps_scale) {
+        (Some(n), _) => Some(RateScaling::PeakRps(n)),
+        (None, Some(f)) => Some(RateScaling::Factor(f)),
+        (None, None) => None,
+    };
+    Ok(RunCommand {
+        run: RunOptions {
+            scenario: args.scenario.clone(),
+            target: args.target.clone(),
+            duration,
+            rate,
+            out: args.out.clone(),
+            shard,
+        },
+        progress: !args.no_progress,
+        baseline: args.baseline.clone(),
+        tolerance,
+    })
+}
+
+/// `compare`'s flags as options; a message for exit 2 when one is out of range.
+pub fn compare_command(args: &CompareArgs) -> Result<CompareCommand, String> {
+    let tolerance = parse_tolerance(&args.tolerance)?;
+    if args.resamples == 0 || args.resamples > 1_000_000 {
+        return Err("--resamples must be between 1 and 1000000".into());
+    }
+    Ok(CompareCommand {
+        baseline: args.baseline.clone(),
+        current: args.current.clone(),
+        out: args.out.clone(),
+        options: compare::Options {
+            tolerance,
+            resamples: args.resamples,
+            seed: args.seed,
+        },
+    })
+}
+
+/// `10%`, `10 %` or `0.1` → 0.1.
+pub fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("--tolerance {s:?} is not a number; write it like 10% or 0.1"))?;
+    if !v.is_finite() || !(0.0..=10.0).contains(&v) {
+        return Err(format!("--tolerance {s:?} must be between 0% and 1000%"));
+    }
+    Ok(v)
+}
+
+/// Parses `--shard I/N` (1 ≤ I ≤ N ≤ 10000).
+pub fn parse_shard(s: &str) -> Result<ShardInfo, String> {
+    let bad = || {
+        format!(
+            "--shard {s:?} must be I/N with 1 ≤ I ≤ N, e.g. 1/4 (in a Kubernetes Indexed Job: --shard $((JOB_COMPLETION_INDEX+1))/N)"
+        )
+    };
+    let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+    let i: u32 = i.trim().parse().map_err(|_| bad())?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if i < 1 || i > n || n > 10_000 {
+        return Err(bad());
+    }
+    Ok(ShardInfo { index: i, count: n })
+}
+
+/// `--duration 90s`, `3m`, `1h`.
+pub fn parse_duration(d: &str) -> Result<Duration, String> {
+    humantime::parse_duration(d.trim()).map_err(|e| {
+        format!("--duration {d:?} is not a duration ({e}); write it like 90s, 3m or 1h")
+    })
 }

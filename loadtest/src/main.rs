@@ -2,5 +2,5 @@ use clap::Parser;
 
 fn main() {
     let cli = loadtest::cli::Cli::parse();
-    std::process::exit(loadtest::run_cli(cli));
+    std::process::exit(loadtest::cli::run_cli(cli));
 }

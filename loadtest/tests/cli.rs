@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use loadtest::cli::RunArgs;
+use loadtest::run::{RateScaling, RunOptions};
 
 #[tokio::test]
 async fn list_shows_every_scenario_with_load_and_slos() {
@@ -27,22 +27,17 @@ async fn list_shows_every_scenario_with_load_and_slos() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
-fn args(scenario: &str) -> RunArgs {
-    RunArgs {
+fn args(scenario: &str) -> RunOptions {
+    RunOptions {
         scenario: scenarios_dir().join(scenario).display().to_string(),
-        target: None,
-        duration: None,
-        rps: None,
-        rps_scale: None,
-        out: None,
-        no_progress: true,
+        ..RunOptions::default()
     }
 }
 
 #[test]
 fn duration_compresses_soak_stages_and_windows_proportionally() {
     let mut a = args("soak.toml");
-    a.duration = Some("3m".into());
+    a.duration = Some(Duration::from_secs(180));
     let p = loadtest::run::prepare(&a).unwrap();
     assert_eq!(p.scenario.duration(), Duration::from_secs(180));
     let f = 180.0 / (6.0 * 3600.0 + 60.0);
@@ -57,12 +52,12 @@ fn duration_compresses_soak_stages_and_windows_proportionally() {
 #[test]
 fn rps_and_rps_scale_scale_every_stage_and_the_throughput_slo() {
     let mut a = args("peak.toml");
-    a.rps = Some(100.0);
+    a.rate = Some(RateScaling::PeakRps(100.0));
     let p = loadtest::run::prepare(&a).unwrap();
     assert_eq!(p.scenario.peak_rps(), 100.0);
     assert_eq!(p.scenario.slos.min_rps, Some(95.0));
     let mut a = args("baseline.toml");
-    a.rps_scale = Some(0.5);
+    a.rate = Some(RateScaling::Factor(0.5));
     a.target = Some("http://127.0.0.1:9/".into());
     let p = loadtest::run::prepare(&a).unwrap();
     assert_eq!(p.scenario.peak_rps(), 50.0);
@@ -70,9 +65,10 @@ fn rps_and_rps_scale_scale_every_stage_and_the_throughput_slo() {
     a.target = Some("localhost:8080".into());
     assert!(loadtest::run::prepare(&a)
         .unwrap_err()
+        .to_string()
         .contains("not an http(s) URL"));
     a.target = None;
-    a.rps_scale = Some(-1.0);
+    a.rate = Some(RateScaling::Factor(-1.0));
     assert!(loadtest::run::prepare(&a).is_err());
 }
 

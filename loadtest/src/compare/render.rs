@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 
 use super::{pct, Comparison, Metric, MetricVerdict};
-use crate::engine::record::{decode_hist, new_hist};
+use crate::engine::record::{add_hist, decode_hist, new_hist};
 use crate::report::html::{chart, nice_ceiling, short, Series};
 use crate::report::junit::xml_escape as esc;
 use crate::report::Report;
@@ -147,8 +147,11 @@ pub fn markdown(c: &Comparison) -> String {
     s
 }
 
+/// One second of one side: offset, merged latency histogram, mean requests of its runs.
+type Seconds = (f64, Histogram<u64>, f64);
+
 /// Per-second histograms of several runs merged by offset from each run's start.
-fn merged_seconds(runs: &[&Report]) -> Vec<(f64, Histogram<u64>, f64)> {
+fn merged_seconds(runs: &[&Report]) -> Vec<Seconds> {
     let n = runs.iter().map(|r| r.timeline.len()).max().unwrap_or(0);
     (0..n)
         .map(|i| {
@@ -158,7 +161,7 @@ fn merged_seconds(runs: &[&Report]) -> Vec<(f64, Histogram<u64>, f64)> {
             for r in runs {
                 if let Some(item) = r.timeline.get(i) {
                     if let Some(x) = decode_hist(&item.histogram) {
-                        let _ = h.add(&x);
+                        add_hist(&mut h, &x);
                     }
                     reqs += item.requests as f64;
                     k += 1.0;
@@ -169,7 +172,7 @@ fn merged_seconds(runs: &[&Report]) -> Vec<(f64, Histogram<u64>, f64)> {
         .collect()
 }
 
-fn pct_line(secs: &[(f64, Histogram<u64>, f64)], q: f64) -> Vec<(f64, f64)> {
+fn pct_line(secs: &[Seconds], q: f64) -> Vec<(f64, f64)> {
     secs.iter()
         .filter(|(_, h, _)| !h.is_empty())
         .map(|(x, h, _)| (*x, h.value_at_quantile(q) as f64 / 1000.0))
@@ -246,6 +249,77 @@ fn percentile_bars(c: &Comparison) -> String {
     s
 }
 
+/// Baseline (dashed) under current over time: p50/p95, p99 and throughput.
+fn over_time_charts(s: &mut String, base: &[Seconds], cur: &[Seconds]) {
+    s.push_str("<h2>Latency over time (overall)</h2>");
+    s.push_str(&chart(
+        "p50 and p95, baseline dashed",
+        "ms",
+        &[
+            Series {
+                label: "baseline p50",
+                color: "#90caf9",
+                dashed: true,
+                points: pct_line(base, 0.50),
+            },
+            Series {
+                label: "baseline p95",
+                color: "#ffcc80",
+                dashed: true,
+                points: pct_line(base, 0.95),
+            },
+            Series {
+                label: "current p50",
+                color: "#1565c0",
+                dashed: false,
+                points: pct_line(cur, 0.50),
+            },
+            Series {
+                label: "current p95",
+                color: "#e65100",
+                dashed: false,
+                points: pct_line(cur, 0.95),
+            },
+        ],
+    ));
+    s.push_str(&chart(
+        "p99, baseline dashed",
+        "ms",
+        &[
+            Series {
+                label: "baseline p99",
+                color: "#ef9a9a",
+                dashed: true,
+                points: pct_line(base, 0.99),
+            },
+            Series {
+                label: "current p99",
+                color: "#c62828",
+                dashed: false,
+                points: pct_line(cur, 0.99),
+            },
+        ],
+    ));
+    s.push_str(&chart(
+        "Throughput (baseline: mean of its runs)",
+        "requests/s",
+        &[
+            Series {
+                label: "baseline",
+                color: "#9e9e9e",
+                dashed: true,
+                points: base.iter().map(|(x, _, r)| (*x, *r)).collect(),
+            },
+            Series {
+                label: "current",
+                color: "#2e7d32",
+                dashed: false,
+                points: cur.iter().map(|(x, _, r)| (*x, *r)).collect(),
+            },
+        ],
+    ));
+}
+
 /// Renders compare.html.
 pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
     let base = merged_seconds(baseline);
@@ -284,73 +358,7 @@ pub fn html(c: &Comparison, baseline: &[&Report], current: &Report) -> String {
         }
         s.push_str("</ul>");
     }
-    s.push_str("<h2>Latency over time (overall)</h2>");
-    s.push_str(&chart(
-        "p50 and p95, baseline dashed",
-        "ms",
-        &[
-            Series {
-                label: "baseline p50",
-                color: "#90caf9",
-                dashed: true,
-                points: pct_line(&base, 0.50),
-            },
-            Series {
-                label: "baseline p95",
-                color: "#ffcc80",
-                dashed: true,
-                points: pct_line(&base, 0.95),
-            },
-            Series {
-                label: "current p50",
-                color: "#1565c0",
-                dashed: false,
-                points: pct_line(&cur, 0.50),
-            },
-            Series {
-                label: "current p95",
-                color: "#e65100",
-                dashed: false,
-                points: pct_line(&cur, 0.95),
-            },
-        ],
-    ));
-    s.push_str(&chart(
-        "p99, baseline dashed",
-        "ms",
-        &[
-            Series {
-                label: "baseline p99",
-                color: "#ef9a9a",
-                dashed: true,
-                points: pct_line(&base, 0.99),
-            },
-            Series {
-                label: "current p99",
-                color: "#c62828",
-                dashed: false,
-                points: pct_line(&cur, 0.99),
-            },
-        ],
-    ));
-    s.push_str(&chart(
-        "Throughput (baseline: mean of its runs)",
-        "requests/s",
-        &[
-            Series {
-                label: "baseline",
-                color: "#9e9e9e",
-                dashed: true,
-                points: base.iter().map(|(x, _, r)| (*x, *r)).collect(),
-            },
-            Series {
-                label: "current",
-                color: "#2e7d32",
-                dashed: false,
-                points: cur.iter().map(|(x, _, r)| (*x, *r)).collect(),
-            },
-        ],
-    ));
+    over_time_charts(&mut s, &base, &cur);
     s.push_str("<h2>Per request</h2>");
     s.push_str(&percentile_bars(c));
     s.push_str("<h2>Metrics</h2><table><tr><th>metric</th><th>baseline</th><th>current</th><th>change</th><th>95% interval</th><th>verdict</th></tr>");

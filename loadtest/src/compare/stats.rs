@@ -22,6 +22,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, StandardNormal};
 
+use crate::engine::record::add_hist;
+
 /// A percentile is judged only with at least this many requests above it on each side: the
 /// bootstrap of a near-maximum order statistic is too narrow (the p99 of 60 requests is their
 /// maximum, and resampling cannot produce anything larger).
@@ -199,7 +201,7 @@ pub fn blocks(seconds: &[Histogram<u64>], max_blocks: usize) -> Vec<Histogram<u6
         .map(|c| {
             let mut h = Histogram::new(2).expect("2 significant figures");
             for x in c {
-                let _ = h.add(*x);
+                add_hist(&mut h, x);
             }
             h
         })
@@ -209,7 +211,7 @@ pub fn blocks(seconds: &[Histogram<u64>], max_blocks: usize) -> Vec<Histogram<u6
 fn resample_blocks(blocks: &[Histogram<u64>], rng: &mut StdRng) -> Histogram<u64> {
     let mut h = Histogram::new(2).expect("2 significant figures");
     for _ in 0..blocks.len() {
-        let _ = h.add(&blocks[rng.random_range(0..blocks.len())]);
+        add_hist(&mut h, &blocks[rng.random_range(0..blocks.len())]);
     }
     h
 }

@@ -251,65 +251,9 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     let goose_scenario = GooseScenario::new("loadtest")
         .register_transaction(Transaction::new(step).set_name("paced request"));
 
-    // Launch every user within ~0.25 s; the schedule's clock starts when the first one runs.
-    // The run ends when the last slot is answered (see `step`); goose's run timer is only a
-    // backstop: the schedule, one request timeout and a margin.
-    let launch_rate = (users as f64 * 4.0).max(1.0);
-    let run_secs = (shared.schedule.duration() + scenario.timeout)
-        .as_secs_f64()
-        .ceil() as u64
-        + 5;
-    let mut config = GooseConfiguration::default();
-    config.host = Some(target.to_string());
-    config.users = Some(users);
-    config.increase_rate = Some(format!("{launch_rate}"));
-    config.run_time = Some(format!("{run_secs}s"));
-    config.quiet = 1;
-    config.no_print_metrics = true;
-    config.no_error_summary = true;
-    config.no_metrics = true;
-    config.no_telnet = true;
-    config.timeout = Some(format!("{}", scenario.timeout.as_secs().max(1)));
-
+    let config = goose_config(scenario, target, users, shared.schedule.duration());
     let bar = progress_bar(progress);
-    let ticker = {
-        let shared = shared.clone();
-        let bar = bar.clone();
-        let keep = scenario.timeout + Duration::from_secs(3);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let Some((start, _)) = shared.start.get().copied() else {
-                    continue;
-                };
-                let elapsed = start.elapsed();
-                let mut rec = shared.recorder.lock();
-                rec.pack_before(elapsed.saturating_sub(keep));
-                if bar.is_hidden() {
-                    continue;
-                }
-                let sec = elapsed.as_secs() as usize;
-                let achieved = sec
-                    .checked_sub(1)
-                    .and_then(|s| rec.seconds.get(s))
-                    .map(|s| s.requests)
-                    .unwrap_or(0);
-                let p95 = record::pct_ms(&rec.overall, 0.95).unwrap_or(0.0);
-                let msg = format!(
-                    "{:>6.1}s / {:.0}s  {:>6} / {:>6.0} rps  p95 {:>7.1} ms  errors {}",
-                    elapsed.as_secs_f64(),
-                    shared.schedule.duration().as_secs_f64(),
-                    achieved,
-                    shared.schedule.rate_at(elapsed.as_secs_f64() - 1.0),
-                    p95,
-                    rec.errors
-                );
-                drop(rec);
-                bar.set_message(msg);
-            }
-        })
-    };
+    let ticker = spawn_ticker(shared.clone(), bar.clone(), scenario.timeout);
 
     let attack =
         GooseAttack::initialize_with_config(config).map(|a| a.register_scenario(goose_scenario));
@@ -341,7 +285,75 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     }
 }
 
-/// The live progress line; hidden when stderr is not a terminal (CI logs stay clean).
+/// Goose with everything of its own off (metrics, banner, telnet, reports) and `users` users.
+/// Every user is launched within ~0.25 s; the schedule's clock starts when the first one
+/// runs. The run ends when the last slot is answered (see `Shared::step`); goose's run timer is
+/// only a backstop: the schedule, one request timeout and a margin.
+fn goose_config(
+    scenario: &Scenario,
+    target: &str,
+    users: usize,
+    schedule: Duration,
+) -> GooseConfiguration {
+    let launch_rate = (users as f64 * 4.0).max(1.0);
+    let run_secs = (schedule + scenario.timeout).as_secs_f64().ceil() as u64 + 5;
+    let mut config = GooseConfiguration::default();
+    config.host = Some(target.to_string());
+    config.users = Some(users);
+    config.increase_rate = Some(format!("{launch_rate}"));
+    config.run_time = Some(format!("{run_secs}s"));
+    config.quiet = 1;
+    config.no_print_metrics = true;
+    config.no_error_summary = true;
+    config.no_metrics = true;
+    config.no_telnet = true;
+    config.timeout = Some(format!("{}", scenario.timeout.as_secs().max(1)));
+    config
+}
+
+/// Every half second: packs the seconds no open request can still land in (a soak keeps
+/// megabytes, not gigabytes) and updates the progress line.
+fn spawn_ticker(
+    shared: Arc<Shared>,
+    bar: ProgressBar,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let keep = timeout + Duration::from_secs(3);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let Some((start, _)) = shared.start.get().copied() else {
+                continue;
+            };
+            let elapsed = start.elapsed();
+            let mut rec = shared.recorder.lock();
+            rec.pack_before(elapsed.saturating_sub(keep));
+            if bar.is_hidden() {
+                continue;
+            }
+            let sec = elapsed.as_secs() as usize;
+            let achieved = sec
+                .checked_sub(1)
+                .and_then(|s| rec.seconds.get(s))
+                .map(|s| s.requests)
+                .unwrap_or(0);
+            let p95 = record::pct_ms(&rec.overall, 0.95).unwrap_or(0.0);
+            let msg = format!(
+                "{:>6.1}s / {:.0}s  {:>6} / {:>6.0} rps  p95 {:>7.1} ms  errors {}",
+                elapsed.as_secs_f64(),
+                shared.schedule.duration().as_secs_f64(),
+                achieved,
+                shared.schedule.rate_at(elapsed.as_secs_f64() - 1.0),
+                p95,
+                rec.errors
+            );
+            drop(rec);
+            bar.set_message(msg);
+        }
+    })
+}
+
 /// Which request the k-th send is, from the cumulative weights: each request's share of any
 /// stretch of the run is its weight's share (k·φ mod 1 is spread evenly over [0, 1) for every
 /// length of run), so a run sends the mix the scenario asks for and two runs send the same mix:
@@ -353,6 +365,7 @@ fn pick(cumulative: &[u64], k: u64) -> usize {
     cumulative.partition_point(|c| *c <= x)
 }
 
+/// The live progress line; hidden when stderr is not a terminal (CI logs stay clean).
 fn progress_bar(enabled: bool) -> ProgressBar {
     use std::io::IsTerminal;
     if !enabled || !std::io::stderr().is_terminal() {

@@ -31,12 +31,30 @@ pub fn encode_hist(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
-/// Inverse of [`encode_hist`].
+/// Inverse of [`encode_hist`]. The deserializer builds a histogram bounded by the range the
+/// encoded one had reached; it is made auto-resizing again, like every histogram [`new_hist`]
+/// makes, so recording a larger value into it or adding a wider histogram to it grows it
+/// instead of failing with `OtherAddendValueExceedsRange`.
 pub fn decode_hist(s: &str) -> Option<Histogram<u64>> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-    Deserializer::new()
+    let mut h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
-        .ok()
+        .ok()?;
+    h.auto(true);
+    Some(h)
+}
+
+/// Adds every count of `from` into `into`, growing `into` to cover `from`'s range, so it
+/// cannot fail whatever either histogram's bounds or precision: merging shards or pooling
+/// baseline runs must never drop a request. (Were growing ever impossible, the values are
+/// clamped into range rather than lost.)
+pub fn add_hist(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    into.auto(true);
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
 }
 
 fn pack(h: &Histogram<u64>) -> Vec<u8> {
@@ -45,10 +63,14 @@ fn pack(h: &Histogram<u64>) -> Vec<u8> {
     buf
 }
 
+/// A packed second, auto-resizing again (see [`decode_hist`]): a late request recorded into
+/// an unpacked second must not be dropped for being slower than the second's slowest so far.
 fn unpack(b: &[u8]) -> Histogram<u64> {
-    Deserializer::new()
+    let mut h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(b))
-        .unwrap_or_else(|_| new_hist(SECOND_SIGFIG))
+        .unwrap_or_else(|_| new_hist(SECOND_SIGFIG));
+    h.auto(true);
+    h
 }
 
 /// A latency percentile in milliseconds; `None` for an empty histogram.
@@ -311,7 +333,7 @@ impl Recorder {
     pub fn window(&self, a: usize, b: usize) -> Histogram<u64> {
         let mut h = new_hist(SECOND_SIGFIG);
         for s in self.seconds.iter().take(b).skip(a) {
-            let _ = h.add(s.histogram());
+            add_hist(&mut h, &s.histogram());
         }
         h
     }
@@ -352,6 +374,54 @@ mod tests {
         assert_eq!(r.window(0, 2).len(), 101);
         let h = decode_hist(&r.seconds[0].encoded()).unwrap();
         assert_eq!(h.len(), r.seconds[0].requests);
+    }
+
+    /// Every (value, count) a histogram holds, for comparing histograms of different bounds.
+    fn recorded(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    #[test]
+    fn decoded_histograms_add_and_record_beyond_their_range() {
+        // Decoded, a histogram is bounded by the range it had reached; adding one whose values
+        // lie far above that range is what made `merge` and its test fail.
+        let mut small = new_hist(3);
+        for v in [100, 2_000, 9_000] {
+            small.record(v).unwrap();
+        }
+        let mut large = new_hist(3);
+        for v in [50, 40_000_000, 3_000_000_000] {
+            large.record(v).unwrap();
+        }
+        let mut sum = decode_hist(&encode_hist(&small)).unwrap();
+        add_hist(&mut sum, &decode_hist(&encode_hist(&large)).unwrap());
+        assert_eq!(sum.len(), 6);
+        let mut expected = new_hist(3);
+        add_hist(&mut expected, &small);
+        add_hist(&mut expected, &large);
+        assert_eq!(recorded(&sum), recorded(&expected));
+        // Coarser into finer and finer into coarser: counts are kept either way.
+        let mut coarse = decode_hist(&encode_hist(&new_hist(2))).unwrap();
+        add_hist(&mut coarse, &sum);
+        assert_eq!(coarse.len(), 6);
+        assert!(coarse.max() >= 2_990_000_000);
+        // Recording into a decoded histogram grows it too.
+        let mut d = decode_hist(&encode_hist(&small)).unwrap();
+        d.record(1_000_000_000).unwrap();
+        assert_eq!(d.len(), 4);
+    }
+
+    #[test]
+    fn a_late_request_recorded_into_a_packed_second_is_kept() {
+        let mut r = Recorder::new(1, vec![]);
+        r.record(&outcome(100, 5, false));
+        r.pack_before(Duration::from_secs(1));
+        // Sent in second 0, answered much later than anything the packed second had seen.
+        r.record(&outcome(200, 60_000, false));
+        assert_eq!(r.seconds[0].histogram().len(), 2);
+        assert!(r.seconds[0].percentiles()[3] >= 60_000.0);
     }
 
     #[test]

@@ -12,46 +12,20 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hdrhistogram::Histogram;
 
-use crate::cli::MergeArgs;
-use crate::compare::{load_report, InputError, Loaded};
-use crate::engine::record::{decode_hist, encode_hist, new_hist, RequestStats, Second};
 use crate::engine::Recorder;
-use crate::exit;
 use crate::report::{
-    self, EmulatorSection, HoldInfo, Latency, LoadInfo, MergedShard, Report, RequestReport,
-    StageInfo, TimelineItem, Totals, Verdict,
+    self, EmulatorSection, HoldInfo, InputError, Latency, LoadInfo, Loaded, Report, RequestReport,
+    ScenarioInfo, SloRules, StageInfo, Verdict,
 };
 use crate::scenario::{fmt_dur, fmt_num};
-use crate::slo;
+use crate::slo::{self, SloResult};
 
-fn err(l: &Loaded, message: impl Into<String>) -> InputError {
-    InputError {
-        file: l.path.display().to_string(),
-        message: message.into(),
-    }
-}
+mod sum;
+#[cfg(test)]
+mod tests;
 
-fn hist(l: &Loaded, s: &str, what: &str) -> Result<Histogram<u64>, InputError> {
-    decode_hist(s).ok_or_else(|| {
-        err(
-            l,
-            format!("{what}: the histogram is not HdrHistogram V2+deflate base64"),
-        )
-    })
-}
-
-fn add_into(into: &mut Histogram<u64>, h: &Histogram<u64>) {
-    // Auto-resizing histograms of equal or coarser precision: adding is exact.
-    let _ = into.add(h);
-}
-
-fn add_codes(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
-    for (k, v) in from {
-        *into.entry(k.clone()).or_default() += v;
-    }
-}
+use sum::Sums;
 
 fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -97,8 +71,8 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
     for l in inputs {
         let r = &l.report;
         if &r.scenario.name != name {
-            return Err(err(
-                l,
+            return Err(InputError::new(
+                &l.path,
                 format!(
                     "scenario {:?}, but {} ran {name:?}: merge shards of the same scenario",
                     r.scenario.name,
@@ -107,15 +81,15 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
             ));
         }
         if r.slo_rules.is_none() {
-            return Err(err(
-                l,
+            return Err(InputError::new(
+                &l.path,
                 "no slo_rules: written by an older loadtest; re-run the shard with this version",
             ));
         }
         if let Some(sh) = r.shard {
             if count.is_some_and(|c| c != sh.count) {
-                return Err(err(
-                    l,
+                return Err(InputError::new(
+                    &l.path,
                     format!(
                         "shard {}/{} does not belong with shards of {} (different N)",
                         sh.index,
@@ -126,8 +100,8 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
             }
             count = Some(sh.count);
             if let Some(other) = seen.insert(sh.index, l) {
-                return Err(err(
-                    l,
+                return Err(InputError::new(
+                    &l.path,
                     format!(
                         "shard {}/{} is also {}: a shard merged twice would count its requests twice",
                         sh.index,
@@ -154,7 +128,7 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
 }
 
 /// Merges shard reports into one, judged on the merged data. The caller loads the inputs
-/// (see [`load_report`]) so every error can name its file.
+/// (see [`report::load_report`]) so every error can name its file.
 pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
     let Some(first) = inputs.first() else {
         return Err(InputError {
@@ -177,143 +151,65 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
         .iter()
         .map(|l| ((l.report.started_unix_ms - t0) as f64 / 1000.0).round() as usize)
         .collect();
-
-    // Request names: the first report's order, then any others.
-    let mut names: Vec<String> = Vec::new();
-    for l in inputs {
-        for q in &l.report.requests {
-            if !names.contains(&q.name) {
-                names.push(q.name.clone());
-            }
-        }
-    }
-
-    let mut overall = new_hist(3);
-    let mut service = new_hist(3);
-    let mut excluding_cold = new_hist(3);
-    let mut per_request: Vec<RequestStats> = names
-        .iter()
-        .map(|_| RequestStats {
-            hist: new_hist(3),
-            requests: 0,
-            errors: 0,
-            transport_errors: 0,
-            cold_starts: 0,
-            status: BTreeMap::new(),
-        })
-        .collect();
-    let mut req_codes: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); names.len()];
-    let mut codes = BTreeMap::new();
-    let n_secs = inputs
-        .iter()
-        .zip(&offsets)
-        .map(|(l, o)| o + l.report.timeline.len())
-        .max()
-        .unwrap_or(0);
-    struct Sec {
-        hist: Histogram<u64>,
-        requests: u64,
-        errors: u64,
-        cold: u64,
-        target: f64,
-    }
-    let mut secs: Vec<Sec> = (0..n_secs)
-        .map(|_| Sec {
-            hist: new_hist(2),
-            requests: 0,
-            errors: 0,
-            cold: 0,
-            target: 0.0,
-        })
-        .collect();
-    let mut totals = Totals {
-        requests: 0,
-        ok: 0,
-        errors: 0,
-        transport_errors: 0,
-        error_rate: 0.0,
-        cold_start_responses: 0,
-    };
-    let mut invalid = Vec::new();
-    let mut interrupted = false;
-    let mut merged_from = Vec::new();
+    let mut sums = Sums::new(inputs, &offsets);
     for (l, off) in inputs.iter().zip(&offsets) {
-        let r = &l.report;
-        add_into(&mut overall, &hist(l, &r.latency.histogram, "latency")?);
-        add_into(
-            &mut service,
-            &hist(l, &r.service_time.histogram, "service_time")?,
-        );
-        add_into(
-            &mut excluding_cold,
-            &hist(
-                l,
-                &r.emulator.latency_excluding_cold_starts.histogram,
-                "emulator.latency_excluding_cold_starts",
-            )?,
-        );
-        add_codes(&mut codes, &r.status_codes);
-        totals.requests += r.totals.requests;
-        totals.ok += r.totals.ok;
-        totals.errors += r.totals.errors;
-        totals.transport_errors += r.totals.transport_errors;
-        totals.cold_start_responses += r.totals.cold_start_responses;
-        for q in &r.requests {
-            let i = names.iter().position(|n| n == &q.name).unwrap_or(0);
-            let s = &mut per_request[i];
-            add_into(
-                &mut s.hist,
-                &hist(
-                    l,
-                    &q.latency.histogram,
-                    &format!("requests.{}.latency", q.name),
-                )?,
-            );
-            s.requests += q.requests;
-            s.errors += q.errors;
-            s.transport_errors += q.transport_errors;
-            s.cold_starts += q.cold_start_responses;
-            add_codes(&mut req_codes[i], &q.status_codes);
-        }
-        for item in &r.timeline {
-            let s = &mut secs[off + item.second as usize];
-            add_into(
-                &mut s.hist,
-                &hist(
-                    l,
-                    &item.histogram,
-                    &format!("timeline[{}].histogram", item.second),
-                )?,
-            );
-            s.requests += item.requests;
-            s.errors += item.errors;
-            s.cold += item.cold_starts;
-            s.target += item.target_rps;
-        }
-        interrupted |= r.interrupted;
-        invalid.extend(
-            r.invalid_reasons
-                .iter()
-                .map(|x| format!("{}: {x}", l.path.display())),
-        );
-        merged_from.push(MergedShard {
-            file: l.path.display().to_string(),
-            shard: r.shard,
-            started_unix_ms: r.started_unix_ms,
-            requests: r.totals.requests,
-            offset_s: *off as u64,
-        });
+        sums.add(l, *off)?;
     }
-    totals.error_rate = if totals.requests > 0 {
-        totals.errors as f64 / totals.requests as f64
+    sums.totals.error_rate = if sums.totals.requests > 0 {
+        sums.totals.errors as f64 / sums.totals.requests as f64
     } else {
         0.0
     };
+    let load = merged_load(inputs);
+    let (rules, slos) = judge(inputs, &sums, load.achieved_rps);
+    let verdict = if !sums.invalid.is_empty() {
+        Verdict::Invalid
+    } else if slos.iter().any(|s| !s.passed) {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    };
+    let targets: HashSet<&str> = inputs.iter().map(|l| l.report.target.as_str()).collect();
+    let mut targets: Vec<&str> = targets.into_iter().collect();
+    targets.sort();
+    let report = Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool: first.report.tool.clone(),
+        scenario: merged_scenario(inputs),
+        target: targets.join(" "),
+        started_at: rfc3339(t0),
+        ended_at: rfc3339(t1),
+        started_unix_ms: t0,
+        ended_unix_ms: t1,
+        duration_s: (t1 - t0).max(0) as f64 / 1000.0,
+        interrupted: sums.interrupted,
+        verdict,
+        invalid_reasons: std::mem::take(&mut sums.invalid),
+        load,
+        totals: sums.totals.clone(),
+        status_codes: std::mem::take(&mut sums.codes),
+        latency: Latency::from_hist(&sums.overall),
+        service_time: Latency::from_hist(&sums.service),
+        requests: merged_requests(inputs, &sums),
+        timeline: sums.timeline(),
+        slos,
+        emulator: merged_emulator(inputs, &sums),
+        slo_rules: Some(rules),
+        shard: None,
+        merged_from: std::mem::take(&mut sums.merged_from),
+    };
+    Ok((report, warnings))
+}
 
-    // Load: rates of concurrent shards add up.
-    let sum = |f: &dyn Fn(&Report) -> f64| inputs.iter().map(|l| f(&l.report)).sum::<f64>();
-    let achieved_rps = sum(&|r| r.load.achieved_rps);
-    let hold_target_rps = sum(&|r| r.load.hold_target_rps);
+fn sum_over(inputs: &[Loaded], f: impl Fn(&Report) -> f64) -> f64 {
+    inputs.iter().map(|l| f(&l.report)).sum()
+}
+
+/// Rates of concurrent shards add up; send lag is the worst shard's.
+fn merged_load(inputs: &[Loaded]) -> LoadInfo {
+    let first = &inputs[0];
+    let achieved_rps = sum_over(inputs, |r| r.load.achieved_rps);
+    let hold_target_rps = sum_over(inputs, |r| r.load.hold_target_rps);
     let holds: Vec<HoldInfo> = first
         .report
         .load
@@ -321,13 +217,17 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
         .iter()
         .enumerate()
         .map(|(i, h)| HoldInfo {
-            target_rps: sum(&|r| r.load.holds.get(i).map_or(0.0, |x| x.target_rps)),
-            achieved_rps: sum(&|r| r.load.holds.get(i).map_or(0.0, |x| x.achieved_rps)),
+            target_rps: sum_over(inputs, |r| {
+                r.load.holds.get(i).map_or(0.0, |x| x.target_rps)
+            }),
+            achieved_rps: sum_over(inputs, |r| {
+                r.load.holds.get(i).map_or(0.0, |x| x.achieved_rps)
+            }),
             ..h.clone()
         })
         .collect();
-    let load = LoadInfo {
-        target_rps: sum(&|r| r.load.target_rps),
+    LoadInfo {
+        target_rps: sum_over(inputs, |r| r.load.target_rps),
         achieved_rps,
         hold_target_rps,
         achieved_ratio: if hold_target_rps > 0.0 {
@@ -347,76 +247,46 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
             .map(|l| l.report.load.send_lag_max_ms)
             .fold(0.0, f64::max),
         holds,
-    };
+    }
+}
 
-    // Judge the merged data with the shards' rules (throughput floor summed).
-    let mut rules = first.report.slo_rules.clone().unwrap_or_default();
+/// Judges the merged data with the shards' rules (throughput floor summed).
+fn judge(inputs: &[Loaded], sums: &Sums, achieved_rps: f64) -> (SloRules, Vec<SloResult>) {
+    let mut rules = inputs[0].report.slo_rules.clone().unwrap_or_default();
     rules.min_rps = inputs
         .iter()
         .map(|l| l.report.slo_rules.as_ref().and_then(|r| r.min_rps))
         .sum::<Option<f64>>();
-    let mut rec = Recorder::new(names.len(), vec![]);
-    rec.overall = overall.clone();
-    rec.excluding_cold = excluding_cold.clone();
-    rec.service = service.clone();
-    rec.per_request = per_request.clone();
-    rec.requests = totals.requests;
-    rec.errors = totals.errors;
-    rec.transport_errors = totals.transport_errors;
-    rec.cold_starts = totals.cold_start_responses;
-    rec.seconds = secs
-        .iter()
-        .map(|s| Second::from_parts(s.requests, s.errors, s.cold, s.hist.clone()))
-        .collect();
-    let slos = slo::evaluate(&rules.to_slos(), &rec, &names, achieved_rps);
-    let verdict = if !invalid.is_empty() {
-        Verdict::Invalid
-    } else if slos.iter().any(|s| !s.passed) {
-        Verdict::Fail
-    } else {
-        Verdict::Pass
-    };
+    let mut rec = Recorder::new(sums.names.len(), vec![]);
+    rec.overall = sums.overall.clone();
+    rec.excluding_cold = sums.excluding_cold.clone();
+    rec.service = sums.service.clone();
+    rec.per_request = sums.per_request.clone();
+    rec.requests = sums.totals.requests;
+    rec.errors = sums.totals.errors;
+    rec.transport_errors = sums.totals.transport_errors;
+    rec.cold_starts = sums.totals.cold_start_responses;
+    rec.seconds = sums.judged_seconds();
+    let slos = slo::evaluate(&rules.to_slos(), &rec, &sums.names, achieved_rps);
+    (rules, slos)
+}
 
-    let pct = |h: &Histogram<u64>, q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
-    let timeline = secs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| TimelineItem {
-            second: i as u64,
-            target_rps: s.target,
-            requests: s.requests,
-            errors: s.errors,
-            rps: s.requests as f64,
-            p50_ms: pct(&s.hist, 0.50),
-            p95_ms: pct(&s.hist, 0.95),
-            p99_ms: pct(&s.hist, 0.99),
-            max_ms: if s.hist.is_empty() {
-                0.0
-            } else {
-                s.hist.max() as f64 / 1000.0
-            },
-            cold_starts: s.cold,
-            histogram: encode_hist(&s.hist),
-        })
-        .collect();
-
-    let mut scenario = first.report.scenario.clone();
+/// The first shard's scenario with every stage's rate summed over the shards.
+fn merged_scenario(inputs: &[Loaded]) -> ScenarioInfo {
+    let mut scenario = inputs[0].report.scenario.clone();
     for (i, st) in scenario.stages.iter_mut().enumerate() {
-        st.rps = sum(&|r| r.scenario.stages.get(i).map_or(0.0, |x| x.rps));
+        st.rps = sum_over(inputs, |r| r.scenario.stages.get(i).map_or(0.0, |x| x.rps));
     }
-    scenario.rps_factor = sum(&|r| r.scenario.rps_factor);
+    scenario.rps_factor = sum_over(inputs, |r| r.scenario.rps_factor);
     scenario.load = load_line(&scenario.stages);
+    scenario
+}
 
-    let requests = names
+fn merged_requests(inputs: &[Loaded], sums: &Sums) -> Vec<RequestReport> {
+    sums.names
         .iter()
-        .zip(&per_request)
-        .zip(&req_codes)
+        .zip(&sums.per_request)
+        .zip(&sums.request_codes)
         .map(|((name, s), codes)| {
             let spec = inputs
                 .iter()
@@ -438,14 +308,14 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
                 latency: Latency::from_hist(&s.hist),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let targets: HashSet<&str> = inputs.iter().map(|l| l.report.target.as_str()).collect();
-    let mut targets: Vec<&str> = targets.into_iter().collect();
-    targets.sort();
-    let e = |f: &dyn Fn(&EmulatorSection) -> bool| inputs.iter().any(|l| f(&l.report.emulator));
-    let emulator = EmulatorSection {
-        detected: e(&|x| x.detected),
+/// What emu saw, as far as shards can be joined: `instances_seen` is the largest count any
+/// shard saw (instance ids are not in the report).
+fn merged_emulator(inputs: &[Loaded], sums: &Sums) -> EmulatorSection {
+    EmulatorSection {
+        detected: inputs.iter().any(|l| l.report.emulator.detected),
         instances_seen: inputs
             .iter()
             .map(|l| l.report.emulator.instances_seen)
@@ -455,304 +325,11 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
             .iter()
             .map(|l| l.report.emulator.cold_start_responses)
             .sum(),
-        latency_excluding_cold_starts: Latency::from_hist(&excluding_cold),
+        latency_excluding_cold_starts: Latency::from_hist(&sums.excluding_cold),
         status: inputs.iter().find_map(|l| l.report.emulator.status.clone()),
         error: inputs.iter().find_map(|l| l.report.emulator.error.clone()),
         observed: inputs
             .iter()
             .find_map(|l| l.report.emulator.observed.clone()),
-    };
-
-    let report = Report {
-        schema_version: report::SCHEMA_VERSION,
-        tool: first.report.tool.clone(),
-        scenario,
-        target: targets.join(" "),
-        started_at: rfc3339(t0),
-        ended_at: rfc3339(t1),
-        started_unix_ms: t0,
-        ended_unix_ms: t1,
-        duration_s: (t1 - t0).max(0) as f64 / 1000.0,
-        interrupted,
-        verdict,
-        invalid_reasons: invalid,
-        load,
-        totals,
-        status_codes: codes,
-        latency: Latency::from_hist(&overall),
-        service_time: Latency::from_hist(&service),
-        requests,
-        timeline,
-        slos,
-        emulator,
-        slo_rules: Some(rules),
-        shard: None,
-        merged_from,
-    };
-    Ok((report, warnings))
-}
-
-/// `loadtest merge`.
-pub fn merge_command(args: &MergeArgs) -> i32 {
-    let bad = |e: &dyn std::fmt::Display| {
-        eprintln!("loadtest: {e}");
-        exit::BAD_INPUT
-    };
-    let mut inputs = Vec::new();
-    for p in &args.reports {
-        match load_report(p) {
-            Ok(l) => inputs.push(l),
-            Err(e) => return bad(&e),
-        }
-    }
-    let (report, warnings) = match merge(&inputs) {
-        Ok(x) => x,
-        Err(e) => return bad(&e),
-    };
-    if let Err(e) = report::write_all(&report, &args.out) {
-        return bad(&format!(
-            "cannot write the merged reports to {}: {e}; pass a writable --out",
-            args.out.display()
-        ));
-    }
-    eprintln!(
-        "{} (merged from {} reports)",
-        report.headline(),
-        inputs.len()
-    );
-    for w in warnings {
-        eprintln!("  warning: {w}");
-    }
-    for reason in &report.invalid_reasons {
-        eprintln!("  invalid: {reason}");
-    }
-    for s in report.failed_slos() {
-        eprintln!(
-            "  SLO failed: {} — observed {}, wanted {} {}",
-            s.description,
-            s.observed
-                .map(|o| format!("{o:.3} {}", s.unit))
-                .unwrap_or_else(|| "nothing".into()),
-            s.comparison,
-            s.threshold
-        );
-    }
-    eprintln!("  reports: {}", args.out.display());
-    report.verdict.exit_code()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::record::Outcome;
-    use crate::engine::EngineResult;
-    use crate::report::ShardInfo;
-    use crate::run::{build_report, Prepared};
-    use std::path::{Path, PathBuf};
-    use std::time::{Duration, SystemTime};
-
-    const SCENARIO: &str = r#"
-name = "merge-unit"
-[[stage]]
-rps = 100
-hold = "4s"
-[[request]]
-name = "a"
-path = "/a"
-weight = 1
-[[request]]
-name = "b"
-path = "/b"
-weight = 1
-[slo]
-p95_ms = 40
-min_rps = 90
-[slo.windowed]
-window = "2s"
-p95_ms = 45
-"#;
-
-    /// A report of `outcomes` (request, sent ms, latency ms, ok), started at `start_ms`.
-    fn report(
-        outcomes: &[(usize, u64, u64, bool)],
-        start_ms: u64,
-        shard: Option<ShardInfo>,
-    ) -> Report {
-        let mut sc = crate::scenario::parse(Path::new("merge-unit.toml"), SCENARIO).unwrap();
-        if let Some(sh) = shard {
-            sc.scale_rps(1.0 / f64::from(sh.count));
-        }
-        let mut rec = Recorder::new(2, vec![(0.0, 4.0)]);
-        for &(request, sent, lat, ok) in outcomes {
-            rec.record(&Outcome {
-                request,
-                intended: Duration::from_millis(sent),
-                sent: Duration::from_millis(sent),
-                done: Duration::from_millis(sent) + Duration::from_micros(lat),
-                status: Some(if ok { 200 } else { 500 }),
-                ok,
-                cold_start: false,
-                instance: None,
-            });
-        }
-        let started = SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms);
-        let p = Prepared {
-            scenario: sc,
-            target: "http://127.0.0.1:1".into(),
-            out: PathBuf::from("unused"),
-            duration_factor: 1.0,
-            rps_factor: shard.map_or(1.0, |s| 1.0 / f64::from(s.count)),
-            shard,
-        };
-        let emulator = EmulatorSection {
-            detected: false,
-            instances_seen: 0,
-            cold_start_responses: 0,
-            latency_excluding_cold_starts: Latency::from_hist(&rec.excluding_cold),
-            status: None,
-            error: None,
-            observed: None,
-        };
-        let n = outcomes.len() as u64;
-        build_report(
-            &p,
-            EngineResult {
-                recorder: rec,
-                started,
-                ended: started + Duration::from_secs(4),
-                interrupted: false,
-                users: 4,
-                planned: n,
-                sent: n,
-                goose_error: None,
-            },
-            emulator,
-            vec![],
-        )
-    }
-
-    /// 400 requests over 4 s with latencies spread 1–60 ms (µs resolution); every 50th fails.
-    fn outcomes() -> Vec<(usize, u64, u64, bool)> {
-        (0..400u64)
-            .map(|i| {
-                (
-                    (i % 2) as usize,
-                    i * 10,
-                    1_000 + (i * 7_919) % 59_000,
-                    i % 50 != 7,
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn two_shards_merge_exactly_into_what_one_run_would_have_recorded() {
-        let all = outcomes();
-        let (s1, s2): (Vec<_>, Vec<_>) = all.iter().partition(|o| (o.1 / 10) % 2 == 0);
-        let whole = report(&all, 1_000_000, None);
-        let a = report(&s1, 1_000_000, Some(ShardInfo { index: 1, count: 2 }));
-        let b = report(&s2, 1_000_000, Some(ShardInfo { index: 2, count: 2 }));
-        let load = |r: Report, f: &str| Loaded {
-            path: PathBuf::from(f),
-            report: r,
-        };
-        let (m, warnings) = merge(&[load(a, "a.json"), load(b, "b.json")]).unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
-
-        assert_eq!(m.totals, whole.totals);
-        assert_eq!(m.status_codes, whole.status_codes);
-        // Histograms added exactly: same counts in every bucket, so every percentile is equal.
-        let hm = decode_hist(&m.latency.histogram).unwrap();
-        let hw = decode_hist(&whole.latency.histogram).unwrap();
-        assert_eq!(hm, hw);
-        assert_eq!(
-            (
-                m.latency.p50_ms,
-                m.latency.p95_ms,
-                m.latency.p99_ms,
-                m.latency.max_ms
-            ),
-            (
-                whole.latency.p50_ms,
-                whole.latency.p95_ms,
-                whole.latency.p99_ms,
-                whole.latency.max_ms
-            )
-        );
-        for (x, y) in m.requests.iter().zip(&whole.requests) {
-            assert_eq!(
-                (x.requests, x.errors, &x.status_codes),
-                (y.requests, y.errors, &y.status_codes)
-            );
-            assert_eq!(x.latency.p95_ms, y.latency.p95_ms, "{}", x.name);
-        }
-        let reqs: Vec<u64> = m.timeline.iter().map(|t| t.requests).collect();
-        assert_eq!(
-            reqs,
-            whole
-                .timeline
-                .iter()
-                .map(|t| t.requests)
-                .collect::<Vec<_>>()
-        );
-        assert_eq!(m.timeline.len(), whole.timeline.len());
-        for (x, y) in m.timeline.iter().zip(&whole.timeline) {
-            assert_eq!(
-                decode_hist(&x.histogram),
-                decode_hist(&y.histogram),
-                "second {}",
-                x.second
-            );
-        }
-        // SLOs judged on the merged data with the summed throughput floor.
-        assert_eq!(m.slo_rules.as_ref().unwrap().min_rps, Some(90.0));
-        let names = |r: &Report| {
-            r.slos
-                .iter()
-                .map(|s| (s.name.clone(), s.passed, s.observed))
-                .collect::<Vec<_>>()
-        };
-        let (mut ms, mut ws) = (names(&m), names(&whole));
-        ms.sort_by(|a, b| a.0.cmp(&b.0));
-        ws.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(ms, ws);
-        assert_eq!(m.verdict, whole.verdict);
-        assert_eq!(m.merged_from.len(), 2);
-
-        // A machine that started 1.2 s later lands one second later (wall clock, rounded).
-        let late = report(&s2, 1_001_200, Some(ShardInfo { index: 2, count: 2 }));
-        let a = report(&s1, 1_000_000, Some(ShardInfo { index: 1, count: 2 }));
-        let (m, _) = merge(&[load(a.clone(), "a.json"), load(late.clone(), "b.json")]).unwrap();
-        assert_eq!(m.merged_from[1].offset_s, 1);
-        assert_eq!(m.timeline.len(), late.timeline.len() + 1);
-        for (s, t) in m.timeline.iter().enumerate() {
-            let from_a = a.timeline.get(s).map_or(0, |x| x.requests);
-            let from_b = s
-                .checked_sub(1)
-                .and_then(|i| late.timeline.get(i))
-                .map_or(0, |x| x.requests);
-            assert_eq!(t.requests, from_a + from_b, "second {s}");
-        }
-        assert_eq!(m.totals.requests, 400);
-        assert!((m.duration_s - 5.2).abs() < 1e-9, "{}", m.duration_s);
-    }
-
-    #[test]
-    fn a_shard_given_twice_or_another_scenario_is_refused_naming_the_file() {
-        let a = report(&outcomes(), 0, Some(ShardInfo { index: 1, count: 2 }));
-        let load = |r: Report, f: &str| Loaded {
-            path: PathBuf::from(f),
-            report: r,
-        };
-        let e = merge(&[load(a.clone(), "x.json"), load(a.clone(), "y.json")]).unwrap_err();
-        assert_eq!(e.file, "y.json");
-        assert!(e.message.contains("shard 1/2 is also x.json"), "{e}");
-        let mut other = a.clone();
-        other.scenario.name = "other".into();
-        other.shard = Some(ShardInfo { index: 2, count: 2 });
-        let e = merge(&[load(a.clone(), "x.json"), load(other, "z.json")]).unwrap_err();
-        assert!(e.file == "z.json" && e.message.contains("scenario"), "{e}");
-        let (_, w) = merge(&[load(a, "x.json")]).unwrap();
-        assert!(w[0].contains("2/2 are missing"), "{w:?}");
     }
 }

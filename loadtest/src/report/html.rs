@@ -135,8 +135,84 @@ pub(crate) fn short(v: f64) -> String {
     }
 }
 
-/// Renders the HTML report.
+/// Renders the HTML report: one self-contained page, inline SVG charts, no script.
 pub fn render(r: &Report) -> String {
+    let mut charts = client_charts(r);
+    if let Some(o) = r
+        .emulator
+        .observed
+        .as_ref()
+        .filter(|o| !o.timeline.is_empty())
+    {
+        charts.push_str(&emu_charts(o));
+    }
+    let verdict_class = match r.verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Invalid => "invalid",
+    };
+    let slos = slo_rows(r);
+    let reqs = request_rows(r);
+    let invalid: String = r
+        .invalid_reasons
+        .iter()
+        .map(|x| format!("<li>{}</li>", esc(x)))
+        .collect();
+    let emu = emu_section(r);
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>loadtest {name}: {verdict}</title>
+<style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:960px;color:#212529}}
+h1 .pass{{color:#2b8a3e}} h1 .fail{{color:#c92a2a}} h1 .invalid{{color:#e67700}}
+table{{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}} td,th{{border-bottom:1px solid #dee2e6;padding:4px 8px;text-align:left}}
+tr.fail td:first-child{{color:#c92a2a;font-weight:bold}} tr.pass td:first-child{{color:#2b8a3e}}
+svg .grid{{stroke:#e9ecef}} svg .tick{{font-size:11px;fill:#495057}} svg .title{{font-size:13px;font-weight:600}}
+figure{{margin:0 0 1em}}
+</style></head><body>
+<h1>loadtest <code>{name}</code>: <span class="{vclass}">{verdict}</span>{interrupted}</h1>
+<p>Target <code>{target}</code> · {start} → {end} · {dur:.1} s · {load}</p>
+{invalid_block}
+<table><tr><th>Throughput</th><td>{ach:.1} rps achieved of {asked:.1} asked</td></tr>
+<tr><th>Requests</th><td>{reqs_n} ({errs} errors, {rate:.2} %)</td></tr>
+<tr><th>Latency (from intended send)</th><td>p50 {p50:.1} · p95 {p95:.1} · p99 {p99:.1} · max {max:.1} ms</td></tr></table>
+<h2>SLOs</h2><table><tr><th></th><th>SLO</th><th>Description</th><th>Threshold</th><th>Observed</th><th>Detail</th></tr>{slos}</table>
+<h2>Charts</h2>
+{charts}
+<h2>Requests</h2><table><tr><th>Name</th><th>Method</th><th>Path</th><th>Requests</th><th>Errors</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{reqs}</table>
+<h2>Emulator</h2>{emu}
+<p><small>report.json schema v{schema}</small></p>
+</body></html>
+"#,
+        name = esc(&r.scenario.name),
+        verdict = r.verdict.as_str().to_uppercase(),
+        vclass = verdict_class,
+        interrupted = if r.interrupted { " (interrupted)" } else { "" },
+        target = esc(&r.target),
+        start = esc(&r.started_at),
+        end = esc(&r.ended_at),
+        dur = r.duration_s,
+        load = esc(&r.scenario.load),
+        invalid_block = if invalid.is_empty() {
+            String::new()
+        } else {
+            format!("<p><strong>The run is invalid:</strong></p><ul>{invalid}</ul>")
+        },
+        ach = r.load.achieved_rps,
+        asked = r.load.hold_target_rps,
+        reqs_n = r.totals.requests,
+        errs = r.totals.errors,
+        rate = r.totals.error_rate * 100.0,
+        p50 = r.latency.p50_ms,
+        p95 = r.latency.p95_ms,
+        p99 = r.latency.p99_ms,
+        max = r.latency.max_ms,
+        schema = r.schema_version,
+    )
+}
+
+/// Latency, throughput and errors per second, as the client saw them.
+fn client_charts(r: &Report) -> String {
     let tl = &r.timeline;
     let pts = |f: &dyn Fn(&super::TimelineItem) -> f64| -> Vec<(f64, f64)> {
         tl.iter().map(|i| (i.second as f64, f(i))).collect()
@@ -202,79 +278,76 @@ pub fn render(r: &Report) -> String {
             },
         ],
     ));
-    if let Some(o) = r
-        .emulator
-        .observed
-        .as_ref()
-        .filter(|o| !o.timeline.is_empty())
-    {
-        let e = |f: &dyn Fn(&crate::emu::EmuSecond) -> u64| -> Vec<(f64, f64)> {
-            o.timeline
-                .iter()
-                .map(|i| (i.second as f64, f(i) as f64))
-                .collect()
-        };
-        charts.push_str(&chart(
-            "Instances (emu)",
-            "instances",
-            &[
-                Series {
-                    label: "ready",
-                    dashed: false,
-                    color: "#2b8a3e",
-                    points: e(&|i| i.ready),
-                },
-                Series {
-                    label: "starting",
-                    dashed: false,
-                    color: "#e67700",
-                    points: e(&|i| i.starting),
-                },
-                Series {
-                    label: "desired",
-                    dashed: true,
-                    color: "#868e96",
-                    points: e(&|i| i.desired),
-                },
-            ],
-        ));
-        charts.push_str(&chart(
-            "Queueing and rejections (emu)",
-            "per second",
-            &[
-                Series {
-                    label: "queue depth",
-                    dashed: false,
-                    color: "#1971c2",
-                    points: e(&|i| i.queue_depth),
-                },
-                Series {
-                    label: "429",
-                    dashed: false,
-                    color: "#c92a2a",
-                    points: e(&|i| i.rejected_429),
-                },
-                Series {
-                    label: "504",
-                    dashed: false,
-                    color: "#862e9c",
-                    points: e(&|i| i.timeouts_504),
-                },
-                Series {
-                    label: "cold starts",
-                    dashed: false,
-                    color: "#7048e8",
-                    points: e(&|i| i.cold_starts),
-                },
-            ],
-        ));
-    }
+    charts
+}
 
-    let verdict_class = match r.verdict {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "fail",
-        Verdict::Invalid => "invalid",
+/// Instances and queueing per second, as emu saw them.
+fn emu_charts(o: &crate::emu::EmuObserved) -> String {
+    let mut charts = String::new();
+    let e = |f: &dyn Fn(&crate::emu::EmuSecond) -> u64| -> Vec<(f64, f64)> {
+        o.timeline
+            .iter()
+            .map(|i| (i.second as f64, f(i) as f64))
+            .collect()
     };
+    charts.push_str(&chart(
+        "Instances (emu)",
+        "instances",
+        &[
+            Series {
+                label: "ready",
+                dashed: false,
+                color: "#2b8a3e",
+                points: e(&|i| i.ready),
+            },
+            Series {
+                label: "starting",
+                dashed: false,
+                color: "#e67700",
+                points: e(&|i| i.starting),
+            },
+            Series {
+                label: "desired",
+                dashed: true,
+                color: "#868e96",
+                points: e(&|i| i.desired),
+            },
+        ],
+    ));
+    charts.push_str(&chart(
+        "Queueing and rejections (emu)",
+        "per second",
+        &[
+            Series {
+                label: "queue depth",
+                dashed: false,
+                color: "#1971c2",
+                points: e(&|i| i.queue_depth),
+            },
+            Series {
+                label: "429",
+                dashed: false,
+                color: "#c92a2a",
+                points: e(&|i| i.rejected_429),
+            },
+            Series {
+                label: "504",
+                dashed: false,
+                color: "#862e9c",
+                points: e(&|i| i.timeouts_504),
+            },
+            Series {
+                label: "cold starts",
+                dashed: false,
+                color: "#7048e8",
+                points: e(&|i| i.cold_starts),
+            },
+        ],
+    ));
+    charts
+}
+
+fn slo_rows(r: &Report) -> String {
     let mut slos = String::new();
     for s in &r.slos {
         let _ = write!(
@@ -290,6 +363,10 @@ pub fn render(r: &Report) -> String {
             esc(s.detail.as_deref().unwrap_or(""))
         );
     }
+    slos
+}
+
+fn request_rows(r: &Report) -> String {
     let mut reqs = String::new();
     for q in &r.requests {
         let _ = write!(
@@ -299,12 +376,12 @@ pub fn render(r: &Report) -> String {
             q.latency.p50_ms, q.latency.p95_ms, q.latency.p99_ms
         );
     }
-    let invalid: String = r
-        .invalid_reasons
-        .iter()
-        .map(|x| format!("<li>{}</li>", esc(x)))
-        .collect();
-    let emu = if r.emulator.detected {
+    reqs
+}
+
+/// What the client and (when it is emu) the front door saw of instances and cold starts.
+fn emu_section(r: &Report) -> String {
+    if r.emulator.detected {
         let mut s = format!(
             "<p>emu front door detected; the client saw {} distinct instances and {} cold-start responses (p95 excluding cold starts {:.1} ms).</p>",
             r.emulator.instances_seen, r.emulator.cold_start_responses,
@@ -325,57 +402,7 @@ pub fn render(r: &Report) -> String {
         s
     } else {
         "<p>The target is not an emu front door.</p>".to_string()
-    };
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>loadtest {name}: {verdict}</title>
-<style>
-body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:960px;color:#212529}}
-h1 .pass{{color:#2b8a3e}} h1 .fail{{color:#c92a2a}} h1 .invalid{{color:#e67700}}
-table{{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}} td,th{{border-bottom:1px solid #dee2e6;padding:4px 8px;text-align:left}}
-tr.fail td:first-child{{color:#c92a2a;font-weight:bold}} tr.pass td:first-child{{color:#2b8a3e}}
-svg .grid{{stroke:#e9ecef}} svg .tick{{font-size:11px;fill:#495057}} svg .title{{font-size:13px;font-weight:600}}
-figure{{margin:0 0 1em}}
-</style></head><body>
-<h1>loadtest <code>{name}</code>: <span class="{vclass}">{verdict}</span>{interrupted}</h1>
-<p>Target <code>{target}</code> · {start} → {end} · {dur:.1} s · {load}</p>
-{invalid_block}
-<table><tr><th>Throughput</th><td>{ach:.1} rps achieved of {asked:.1} asked</td></tr>
-<tr><th>Requests</th><td>{reqs_n} ({errs} errors, {rate:.2} %)</td></tr>
-<tr><th>Latency (from intended send)</th><td>p50 {p50:.1} · p95 {p95:.1} · p99 {p99:.1} · max {max:.1} ms</td></tr></table>
-<h2>SLOs</h2><table><tr><th></th><th>SLO</th><th>Description</th><th>Threshold</th><th>Observed</th><th>Detail</th></tr>{slos}</table>
-<h2>Charts</h2>
-{charts}
-<h2>Requests</h2><table><tr><th>Name</th><th>Method</th><th>Path</th><th>Requests</th><th>Errors</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr>{reqs}</table>
-<h2>Emulator</h2>{emu}
-<p><small>report.json schema v{schema}</small></p>
-</body></html>
-"#,
-        name = esc(&r.scenario.name),
-        verdict = r.verdict.as_str().to_uppercase(),
-        vclass = verdict_class,
-        interrupted = if r.interrupted { " (interrupted)" } else { "" },
-        target = esc(&r.target),
-        start = esc(&r.started_at),
-        end = esc(&r.ended_at),
-        dur = r.duration_s,
-        load = esc(&r.scenario.load),
-        invalid_block = if invalid.is_empty() {
-            String::new()
-        } else {
-            format!("<p><strong>The run is invalid:</strong></p><ul>{invalid}</ul>")
-        },
-        ach = r.load.achieved_rps,
-        asked = r.load.hold_target_rps,
-        reqs_n = r.totals.requests,
-        errs = r.totals.errors,
-        rate = r.totals.error_rate * 100.0,
-        p50 = r.latency.p50_ms,
-        p95 = r.latency.p95_ms,
-        p99 = r.latency.p99_ms,
-        max = r.latency.max_ms,
-        schema = r.schema_version,
-    )
+    }
 }
 
 #[cfg(test)]

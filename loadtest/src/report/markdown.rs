@@ -52,6 +52,20 @@ pub fn render(r: &Report) -> String {
         }
         s.push('\n');
     }
+    summary(&mut s, r);
+    slo_section(&mut s, r);
+    request_section(&mut s, r);
+    emulator_section(&mut s, r);
+    let _ = writeln!(
+        s,
+        "_Charts: `report.html` · data: `report.json` (schema v{})_",
+        r.schema_version
+    );
+    s
+}
+
+/// Throughput, requests, latency, service time, status codes and the generator's health.
+fn summary(s: &mut String, r: &Report) {
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(
         s,
@@ -90,7 +104,9 @@ pub fn render(r: &Report) -> String {
         "| Generator | {} users, send lag p99 {:.1} ms |\n",
         r.load.users, r.load.send_lag_p99_ms
     );
+}
 
+fn slo_section(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## SLOs\n");
     if r.slos.is_empty() {
         let _ = writeln!(s, "No SLOs in this scenario.\n");
@@ -114,7 +130,9 @@ pub fn render(r: &Report) -> String {
         }
         s.push('\n');
     }
+}
 
+fn request_section(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Requests\n");
     let _ = writeln!(
         s,
@@ -135,7 +153,10 @@ pub fn render(r: &Report) -> String {
         );
     }
     s.push('\n');
+}
 
+/// What the client saw of instances and cold starts, and what emu saw when it is emu.
+fn emulator_section(s: &mut String, r: &Report) {
     let e = &r.emulator;
     let _ = writeln!(s, "## Emulator\n");
     if e.detected {
@@ -162,12 +183,6 @@ pub fn render(r: &Report) -> String {
             "The target is not an emu front door (no `/_emu/status`).\n"
         );
     }
-    let _ = writeln!(
-        s,
-        "_Charts: `report.html` · data: `report.json` (schema v{})_",
-        r.schema_version
-    );
-    s
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod html;
 pub mod junit;
+mod load;
 pub mod markdown;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::emu::EmuObserved;
 use crate::engine::record::{encode_hist, pct_ms};
 use crate::scenario::{LatencySlo, Slos};
 use crate::slo::SloResult;
+pub use load::{load_baseline, load_report, InputError, Loaded};
 
 /// The shape version of `report.json`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -37,15 +39,6 @@ impl Verdict {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Invalid => "invalid",
-        }
-    }
-
-    /// The process exit code for this verdict (design.md).
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-            Verdict::Invalid => 3,
         }
     }
 }

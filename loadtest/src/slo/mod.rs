@@ -139,73 +139,84 @@ pub fn evaluate(
         }
     }
     if let Some((w, t)) = slos.windowed {
-        let ws = w.as_secs_f64().round().max(1.0) as usize;
-        let windows = window_p95s(rec, ws);
-        let worst = windows.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
-        let mut r = at_most(
-            "windowed.p95_ms".into(),
-            format!(
-                "p95 of every {} window ≤ {} ms",
-                fmt_dur(std::time::Duration::from_secs(ws as u64)),
-                fmt_num(t)
-            ),
-            t,
-            worst.map(|x| x.1),
-            "ms",
-        );
-        if let Some((start, p)) = worst {
-            let over = windows.iter().filter(|x| x.1 > t).count();
-            r.detail = Some(format!(
-                "worst window {start}–{} s at {p:.1} ms; {over} of {} windows over",
-                start + ws,
-                windows.len()
-            ));
-        }
-        out.push(r);
+        out.push(windowed(rec, w, t));
     }
     if let Some((w, ratio)) = slos.drift {
-        let ws = w.as_secs_f64().round().max(1.0) as usize;
-        // Only whole windows: a short tail would compare a few requests against a full window.
-        let whole = rec.seconds.len() / ws;
-        let windows: Vec<(usize, f64)> = window_p95s(rec, ws)
-            .into_iter()
-            .filter(|(a, _)| a / ws < whole)
-            .collect();
-        let desc = format!(
-            "p95 drift, last {} window / first ≤ {}×",
+        out.push(drift(rec, w, ratio));
+    }
+    out
+}
+
+/// The worst window's p95 against the threshold.
+fn windowed(rec: &Recorder, w: std::time::Duration, t: f64) -> SloResult {
+    let ws = w.as_secs_f64().round().max(1.0) as usize;
+    let windows = window_p95s(rec, ws);
+    let worst = windows.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+    let mut r = at_most(
+        "windowed.p95_ms".into(),
+        format!(
+            "p95 of every {} window ≤ {} ms",
             fmt_dur(std::time::Duration::from_secs(ws as u64)),
-            fmt_num(ratio)
-        );
-        out.push(match (windows.first(), windows.last()) {
-            (Some(first), Some(last)) if windows.len() >= 2 && first.1 > 0.0 => {
-                let observed = last.1 / first.1;
-                SloResult {
-                    name: "drift.p95_ratio".into(),
-                    description: desc,
-                    comparison: "<=".into(),
-                    threshold: ratio,
-                    observed: Some(observed),
-                    unit: "ratio".into(),
-                    passed: observed <= ratio,
-                    detail: Some(format!(
-                        "first window p95 {:.1} ms, last window p95 {:.1} ms",
-                        first.1, last.1
-                    )),
-                }
-            }
-            _ => SloResult {
+            fmt_num(t)
+        ),
+        t,
+        worst.map(|x| x.1),
+        "ms",
+    );
+    if let Some((start, p)) = worst {
+        let over = windows.iter().filter(|x| x.1 > t).count();
+        r.detail = Some(format!(
+            "worst window {start}–{} s at {p:.1} ms; {over} of {} windows over",
+            start + ws,
+            windows.len()
+        ));
+    }
+    r
+}
+
+/// The last whole window's p95 over the first's; not judged (and passed) on a run shorter than
+/// two whole windows.
+fn drift(rec: &Recorder, w: std::time::Duration, ratio: f64) -> SloResult {
+    let ws = w.as_secs_f64().round().max(1.0) as usize;
+    // Only whole windows: a short tail would compare a few requests against a full window.
+    let whole = rec.seconds.len() / ws;
+    let windows: Vec<(usize, f64)> = window_p95s(rec, ws)
+        .into_iter()
+        .filter(|(a, _)| a / ws < whole)
+        .collect();
+    let desc = format!(
+        "p95 drift, last {} window / first ≤ {}×",
+        fmt_dur(std::time::Duration::from_secs(ws as u64)),
+        fmt_num(ratio)
+    );
+    match (windows.first(), windows.last()) {
+        (Some(first), Some(last)) if windows.len() >= 2 && first.1 > 0.0 => {
+            let observed = last.1 / first.1;
+            SloResult {
                 name: "drift.p95_ratio".into(),
                 description: desc,
                 comparison: "<=".into(),
                 threshold: ratio,
-                observed: None,
+                observed: Some(observed),
                 unit: "ratio".into(),
-                passed: true,
-                detail: Some("not judged: the run is shorter than two whole windows".into()),
-            },
-        });
+                passed: observed <= ratio,
+                detail: Some(format!(
+                    "first window p95 {:.1} ms, last window p95 {:.1} ms",
+                    first.1, last.1
+                )),
+            }
+        }
+        _ => SloResult {
+            name: "drift.p95_ratio".into(),
+            description: desc,
+            comparison: "<=".into(),
+            threshold: ratio,
+            observed: None,
+            unit: "ratio".into(),
+            passed: true,
+            detail: Some("not judged: the run is shorter than two whole windows".into()),
+        },
     }
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Test helpers: a real axum server on 127.0.0.1:0 and the real `loadtest` binary.
 #![allow(dead_code)]
 
+pub mod synthetic;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;

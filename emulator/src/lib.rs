@@ -13,7 +13,7 @@ pub mod demo;
 pub mod frontdoor;
 pub mod instances;
 pub mod jobs;
-pub mod model;
+pub use emu_model as model;
 pub mod proc;
 pub mod scaler;
 pub mod secrets;

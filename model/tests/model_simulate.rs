@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use emulator::model::{
+use emu_model::{
     parse_trace_csv, render_table, simulate, AutoscalerConfig, ColdStartDelay, Load, Profile,
     ServiceTime, SimResult, SimService, Stage,
 };
@@ -287,7 +287,7 @@ fn report_json_load_runs() {
         {"second": 0, "requests": 50, "rps": 50.0, "p50_ms": 100.0, "p95_ms": 200.0, "p99_ms": 300.0},
         {"second": 1, "requests": 50, "rps": 50.0, "p50_ms": 100.0, "p95_ms": 200.0, "p99_ms": 300.0}
     ]});
-    let load = emulator::model::load_from_report_json(&v).unwrap();
+    let load = emu_model::load_from_report_json(&v).unwrap();
     let r = simulate(
         &service(Profile::CloudRun, 80, ColdStartDelay::None),
         &load,
@@ -353,7 +353,7 @@ fn ten_minutes_at_a_thousand_rps_keeps_its_books() {
 
 /// An hour at 1000 RPS must take well under a second in release mode. Timing is not
 /// behaviour, so this only runs on request:
-/// `cargo test -p emulator --release --test model_simulate -- --ignored`.
+/// `cargo test -p emu-model --release --test model_simulate -- --ignored`.
 #[test]
 #[ignore]
 fn an_hour_at_a_thousand_rps_is_fast() {

@@ -12,8 +12,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::frontdoor::admission::QUEUE_BUCKETS;
 use crate::service::ServiceRuntime;
+use emu_model::admission::QUEUE_BUCKETS;
 use events::Events;
 
 /// What admin reads.

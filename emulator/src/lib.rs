@@ -21,6 +21,7 @@ pub mod service;
 pub mod simulate_cli;
 pub mod spec;
 pub mod telemetry;
+pub mod timeline;
 pub mod up;
 
 /// Resolves on Ctrl-C or SIGTERM: the one shutdown signal every long-running part waits on.

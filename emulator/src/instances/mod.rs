@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::events::Events;
 use crate::service::ServiceRuntime;
+use crate::timeline::Timeline;
 pub use instance::{Instance, InstanceState};
 
 /// How an instance's life ended.
@@ -37,7 +37,7 @@ struct Handle {
 /// Keeps a service's instances at the desired count.
 pub struct Supervisor {
     svc: Arc<ServiceRuntime>,
-    events: Arc<Events>,
+    events: Arc<Timeline>,
     extra_env: Arc<Vec<(String, String)>>,
     mounts: Arc<Vec<(std::path::PathBuf, String)>>,
     live: HashMap<Arc<str>, Handle>,
@@ -61,7 +61,7 @@ impl Supervisor {
     /// every instance.
     pub fn new(
         svc: Arc<ServiceRuntime>,
-        events: Arc<Events>,
+        events: Arc<Timeline>,
         extra_env: Vec<(String, String)>,
         mounts: Vec<(std::path::PathBuf, String)>,
     ) -> Self {
@@ -226,7 +226,7 @@ impl Supervisor {
 /// One instance from start to stop.
 struct InstanceLife {
     svc: Arc<ServiceRuntime>,
-    events: Arc<Events>,
+    events: Arc<Timeline>,
     extra_env: Arc<Vec<(String, String)>>,
     mounts: Arc<Vec<(std::path::PathBuf, String)>>,
     instance: Arc<Instance>,

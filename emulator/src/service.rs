@@ -14,6 +14,7 @@ use crate::spec::ServiceSpec;
 #[derive(Debug)]
 pub struct ServiceRuntime {
     pub spec: ServiceSpec,
+    /// Its admission queue: ready instances, their slots, the requests waiting.
     pub pool: Arc<AdmissionQueue>,
     /// Every instance that is not yet stopped (starting, ready, draining), for status.
     pub instances: Mutex<Vec<Arc<Instance>>>,

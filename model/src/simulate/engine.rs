@@ -180,6 +180,9 @@ pub(super) struct SecondCounts {
     rejected_429: u64,
     failed_500: u64,
     timeouts_504: u64,
+    /// Queue wait (ms) of the requests that got a slot during the second.
+    wait_p50: f64,
+    wait_p95: f64,
 }
 
 impl SecondCounts {
@@ -274,12 +277,17 @@ impl Run {
         scaler: &mut Autoscaler,
     ) -> SecondCounts {
         let mut counts = SecondCounts::default();
-        self.served.waits_this_second.clear();
         self.fleet.cold_starts_this_second = 0;
         let per_ms = rate / 1000.0;
         for ms in 0..1000 {
             self.step(s * 1000 + ms, per_ms, sampler, scaler, &mut counts);
         }
+        // Requests that get a slot at the second's end (an instance that starts at once when
+        // the autoscaler decides) count for the next second, which that moment begins.
+        let waits = &mut self.served.waits_this_second;
+        counts.wait_p50 = percentile(waits, 0.50);
+        counts.wait_p95 = percentile(waits, 0.95);
+        waits.clear();
         counts
     }
 
@@ -296,14 +304,13 @@ impl Run {
 
     /// What second `s` looked like, at its end.
     pub(super) fn row(
-        &mut self,
+        &self,
         s: u64,
         counts: &SecondCounts,
         concurrency: f64,
         desired: u32,
         panicking: bool,
     ) -> SimSecond {
-        let waits = &mut self.served.waits_this_second;
         SimSecond {
             second: s,
             arrivals: counts.arrivals,
@@ -318,8 +325,8 @@ impl Run {
             timeouts_504: counts.timeouts_504,
             desired,
             panicking,
-            queue_wait_p50_ms: percentile(waits, 0.50),
-            queue_wait_p95_ms: percentile(waits, 0.95),
+            queue_wait_p50_ms: counts.wait_p50,
+            queue_wait_p95_ms: counts.wait_p95,
         }
     }
 

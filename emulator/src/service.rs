@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::frontdoor::admission::AdmissionQueue;
-use crate::instances::{Instance, InstanceState};
+use crate::instances::instance::{Instance, InstanceState};
 use crate::spec::ServiceSpec;
 
 /// One service at run time.

@@ -96,6 +96,18 @@ impl<T: Occupancy + ?Sized> Occupancy for Rc<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+/// A request that has to wait: how to hand it a slot, and by when it must be answered.
+#[derive(Debug)]
+pub struct Waiting<W, R> {
+    /// What [`Admission`] keeps in the queue and hands to `deliver` with a slot.
+    pub waiter: W,
+    /// What the caller keeps (the receiving end of a channel, say); returned in
+    /// [`Arrival::Queued`].
+    pub receipt: R,
+    /// The request's own deadline: waiting past it is a 504.
+    pub deadline: Duration,
+}
+
 /// What happened to an arriving request.
 #[derive(Debug)]
 pub enum Arrival<I, R> {
@@ -195,13 +207,13 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
         default_queue_timeout(mean)
     }
 
-    /// A request arrives at `now` and must be answered by `deadline`: it takes a free slot, or
-    /// queues with the waiter `make_waiter` builds (called only then).
+    /// A request arrives at `now`: it takes a free slot, or queues as the [`Waiting`] that
+    /// `must_wait` describes (called only then, so a request that need not wait builds no
+    /// waiter).
     pub fn arrive<R>(
         &mut self,
         now: Duration,
-        deadline: Duration,
-        make_waiter: impl FnOnce() -> (W, R),
+        must_wait: impl FnOnce() -> Waiting<W, R>,
     ) -> Result<Arrival<I, R>, AdmitError> {
         if self.closed {
             return Err(AdmitError::ShuttingDown);
@@ -212,9 +224,13 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
             instance.set_in_flight(instance.in_flight() + 1);
             return Ok(Arrival::Admitted(instance));
         }
+        let Waiting {
+            waiter,
+            receipt,
+            deadline,
+        } = must_wait();
         let gives_up = now + self.queue_timeout();
         let until = gives_up.min(deadline);
-        let (waiter, receipt) = make_waiter();
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
         self.queue.push_back(Place {

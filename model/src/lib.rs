@@ -14,7 +14,7 @@ pub mod load;
 pub mod simulate;
 pub mod window;
 
-pub use admission::{Admission, AdmitError, Arrival, Occupancy, QueueSnapshot, Ticket};
+pub use admission::{Admission, AdmitError, Arrival, Occupancy, QueueSnapshot, Ticket, Waiting};
 pub use annotations::{overrides_from_annotations, AnnotationError};
 pub use autoscaler::{Autoscaler, Decision, Reason};
 pub use coldstart::ColdStartDelay;

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use emu_model::admission::{default_queue_timeout, queue_bucket, QUEUE_BUCKETS};
-use emu_model::{Admission, AdmitError, Arrival, Occupancy, Ticket};
+use emu_model::{Admission, AdmitError, Arrival, Occupancy, Ticket, Waiting};
 
 #[derive(Debug)]
 struct Inst {
@@ -47,9 +47,18 @@ fn secs(n: u64) -> Duration {
 
 const FAR: Duration = Duration::from_secs(3600);
 
+/// Request `n`, to be answered by `deadline`, as a waiter.
+fn wait(n: u32, deadline: Duration) -> Waiting<u32, ()> {
+    Waiting {
+        waiter: n,
+        receipt: (),
+        deadline,
+    }
+}
+
 /// Arrives request `n` at `now`: the instance it got, or its ticket and give-up time.
 fn arrive(q: &mut Queue, now: Duration, n: u32) -> Result<&'static str, (Ticket, Duration)> {
-    match q.arrive(now, now + FAR, || (n, ())).unwrap() {
+    match q.arrive(now, || wait(n, now + FAR)).unwrap() {
         Arrival::Admitted(i) => Ok(i.name),
         Arrival::Queued { ticket, until, .. } => Err((ticket, until)),
     }
@@ -138,7 +147,7 @@ fn giving_up_is_429_when_busy_500_when_nothing_is_ready_504_at_the_deadline() {
 
     // A request whose own deadline comes first gives up at it, with a 504.
     let Arrival::Queued { ticket, until, .. } =
-        q.arrive(secs(4), secs(4) + ms(300), || (3, ())).unwrap()
+        q.arrive(secs(4), || wait(3, secs(4) + ms(300))).unwrap()
     else {
         panic!("the only slot is taken");
     };
@@ -238,7 +247,7 @@ fn a_closed_queue_turns_everyone_away() {
     assert_eq!(q.queue_depth(), 0);
     assert_eq!(q.in_flight(), 0);
     assert_eq!(
-        q.arrive(ms(1), FAR, || (8, ())).unwrap_err(),
+        q.arrive(ms(1), || wait(8, FAR)).unwrap_err(),
         AdmitError::ShuttingDown
     );
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use emu_model::admission::{queue_bucket, Admission, Arrival, Ticket, QUEUE_BUCKETS};
+use emu_model::admission::{queue_bucket, Admission, Arrival, Ticket, Waiting, QUEUE_BUCKETS};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -170,11 +170,18 @@ impl AdmissionQueue {
     /// Takes a slot, waiting in the FIFO queue when none is free. `deadline` is the request's timeout.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, AdmitError> {
         let arrived = Instant::now();
-        let arrival = self.rules.lock().arrive(
-            self.since_origin(arrived),
-            self.since_origin(deadline),
-            oneshot::channel,
-        )?;
+        let must_wait = || {
+            let (waiter, receipt) = oneshot::channel();
+            Waiting {
+                waiter,
+                receipt,
+                deadline: self.since_origin(deadline),
+            }
+        };
+        let arrival = self
+            .rules
+            .lock()
+            .arrive(self.since_origin(arrived), must_wait)?;
         match arrival {
             Arrival::Admitted(slot) => Ok(Permit {
                 queue: self.clone(),

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use super::in_flight::InFlight;
 use super::sampling::{mean_startup, ms_at_least_1, percentile, ServiceSampler};
 use super::{SimSecond, SimService, SimTotals};
-use crate::admission::{Admission, AdmitError, Arrival, Occupancy, Ticket};
+use crate::admission::{Admission, AdmitError, Arrival, Occupancy, Ticket, Waiting};
 use crate::autoscaler::Autoscaler;
 use crate::coldstart::ColdStartDelay;
 
@@ -397,8 +397,12 @@ impl Run {
                 arrived: t,
                 service: sampler.sample(&mut fleet.rng),
             };
-            let deadline = at(t) + self.request_timeout;
-            match queue.arrive(at(t), deadline, || (request, ())) {
+            let must_wait = || Waiting {
+                waiter: request,
+                receipt: (),
+                deadline: at(t) + self.request_timeout,
+            };
+            match queue.arrive(at(t), must_wait) {
                 Ok(Arrival::Admitted(instance)) => served.start(t, request, &instance),
                 Ok(Arrival::Queued { ticket, until, .. }) => {
                     give_ups.push(Reverse((ms_ceil(until), ticket)));

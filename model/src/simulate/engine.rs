@@ -388,9 +388,9 @@ impl Run {
         }
 
         self.arrivals_due += per_ms;
-        let n = self.arrivals_due.floor();
-        self.arrivals_due -= n;
-        let n = n as u64;
+        // Truncation is floor for the non-negative count, without a call into libm.
+        let n = self.arrivals_due as u64;
+        self.arrivals_due -= n as f64;
         counts.arrivals += n;
         for _ in 0..n {
             let request = Request {

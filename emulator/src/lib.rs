@@ -1,10 +1,11 @@
 //! emu: Cloud Run on a laptop.
 //!
 //! Rooms, each with one job (see `shared/docs/design.md`): `spec` turns config into validated
-//! services, `model` holds the pure autoscaler, `frontdoor` is the proxy (routing, admission,
-//! forwarding, Cloud Run's errors), `instances` starts and stops instances, `scaler` samples and
-//! decides, `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`, `demo` is the built-in
-//! demo service.
+//! services, `model` (the `emu-model` crate) holds the pure autoscaler and admission rules,
+//! `frontdoor` is the proxy (routing, admission, forwarding, Cloud Run's errors), `instances`
+//! starts and stops instances, `scaler` samples and decides, `timeline` records what happened,
+//! `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`, `demo` is the built-in demo
+//! service.
 
 pub mod admin;
 pub mod backends;
@@ -13,7 +14,7 @@ pub mod demo;
 pub mod frontdoor;
 pub mod instances;
 pub mod jobs;
-pub mod model;
+pub use emu_model as model;
 pub mod proc;
 pub mod scaler;
 pub mod secrets;
@@ -21,6 +22,7 @@ pub mod service;
 pub mod simulate_cli;
 pub mod spec;
 pub mod telemetry;
+pub mod timeline;
 pub mod up;
 
 /// Resolves on Ctrl-C or SIGTERM: the one shutdown signal every long-running part waits on.

@@ -12,10 +12,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::events::Events;
 use crate::instances::Command;
 use crate::model::Autoscaler;
 use crate::service::ServiceRuntime;
+use crate::timeline::Timeline;
 
 struct Deltas {
     last: [u64; 5],
@@ -33,7 +33,7 @@ impl Deltas {
 /// Runs until `shutdown`.
 pub async fn run(
     svc: Arc<ServiceRuntime>,
-    events: Arc<Events>,
+    events: Arc<Timeline>,
     supervisor: mpsc::Sender<Command>,
     shutdown: CancellationToken,
 ) {

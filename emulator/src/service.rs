@@ -1,4 +1,4 @@
-//! A running service: its validated spec, its slots and queue, and the instances the supervisor
+//! A running service: its validated spec, its admission queue, and the instances the supervisor
 //! keeps. Shared by the front door (admission), the supervisor (starts and stops) and admin (reads).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::frontdoor::admission::{InstanceState, Pool, Slot};
+use crate::frontdoor::admission::AdmissionQueue;
+use crate::instances::instance::{Instance, InstanceState};
 use crate::spec::ServiceSpec;
 
 /// One service at run time.
 #[derive(Debug)]
 pub struct ServiceRuntime {
     pub spec: ServiceSpec,
-    pub pool: Arc<Pool>,
+    /// Its admission queue: ready instances, their slots, the requests waiting.
+    pub pool: Arc<AdmissionQueue>,
     /// Every instance that is not yet stopped (starting, ready, draining), for status.
-    pub instances: Mutex<Vec<Arc<Slot>>>,
+    pub instances: Mutex<Vec<Arc<Instance>>>,
     /// The count the scaler asks for.
     pub desired: AtomicU32,
     /// Set when a request started an instance from zero; the autoscaler must not undo it at once.
@@ -26,7 +28,7 @@ pub struct ServiceRuntime {
 
 impl ServiceRuntime {
     pub fn new(spec: ServiceSpec) -> Arc<ServiceRuntime> {
-        let pool = Pool::new(spec.concurrency, spec.queue_timeout);
+        let pool = AdmissionQueue::new(spec.concurrency, spec.queue_timeout);
         Arc::new(ServiceRuntime {
             desired: AtomicU32::new(
                 spec.min_instances

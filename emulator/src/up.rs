@@ -11,13 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::events::{unix_ms, Events};
 use crate::admin::AdminState;
 use crate::frontdoor::{self, FrontDoor, Route};
 use crate::instances::Supervisor;
 use crate::service::ServiceRuntime;
 use crate::spec::Config;
 use crate::telemetry::RequestLogger;
+use crate::timeline::{unix_ms, Timeline};
 
 /// What `emu up` needs besides the config.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub enum UpError {
 pub struct Running {
     pub addr: SocketAddr,
     pub services: Vec<Arc<ServiceRuntime>>,
-    pub events: Arc<Events>,
+    pub events: Arc<Timeline>,
     pub admin: Arc<AdminState>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -129,7 +129,7 @@ pub async fn start_with(
         addr: main_addr,
         source,
     })?;
-    let events = Arc::new(Events::default());
+    let events = Arc::new(Timeline::default());
     let services: Vec<Arc<ServiceRuntime>> = cfg
         .services
         .iter()

@@ -227,5 +227,5 @@ fn simulate_prints_a_table() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("service auto"), "{text}");
-    assert!(text.contains("429 0  504 0"), "{text}");
+    assert!(text.contains("429 0  500 0  504 0"), "{text}");
 }

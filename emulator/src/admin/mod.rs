@@ -1,7 +1,5 @@
-//! `/_emu/`: status (JSON), metrics (Prometheus text) and events (the timeline), answered only to
-//! loopback clients on the front door's port.
-
-pub mod events;
+//! `/_emu/`: status (JSON), metrics (Prometheus text) and events (the timeline, which admin reads
+//! and others write), answered only to loopback clients on the front door's port.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -12,15 +10,16 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::frontdoor::admission::QUEUE_BUCKETS;
+use emu_model::admission::QUEUE_BUCKETS;
+
 use crate::service::ServiceRuntime;
-use events::Events;
+use crate::timeline::{unix_ms, Timeline};
 
 /// What admin reads.
 #[derive(Debug)]
 pub struct AdminState {
     pub services: Vec<Arc<ServiceRuntime>>,
-    pub events: Arc<Events>,
+    pub events: Arc<Timeline>,
     pub port: u16,
     pub started_ms: u64,
     /// Backends' status (masked URLs, presets), filled once they are up.
@@ -51,12 +50,12 @@ pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> 
                     StatusCode::BAD_REQUEST,
                     "since must be Unix milliseconds, like ?since=1700000000000\n",
                 ),
-                Some(Ok(s)) => json_response(
-                    &json!({ "now_ms": events::unix_ms(), "events": state.events.since(s) }),
-                ),
-                None => json_response(
-                    &json!({ "now_ms": events::unix_ms(), "events": state.events.since(0) }),
-                ),
+                Some(Ok(s)) => {
+                    json_response(&json!({ "now_ms": unix_ms(), "events": state.events.since(s) }))
+                }
+                None => {
+                    json_response(&json!({ "now_ms": unix_ms(), "events": state.events.since(0) }))
+                }
             }
         }
         _ => plain(

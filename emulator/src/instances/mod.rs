@@ -1,6 +1,7 @@
 //! Instances and their supervisor: start (cold-start delay, process, startup probe), watch
 //! (exit, liveness), and stop (drain, SIGTERM, SIGKILL) — toward the count the scaler asks for.
 
+pub mod instance;
 pub mod probe;
 pub mod runner;
 
@@ -15,9 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::events::Events;
-use crate::frontdoor::admission::{InstanceState, Slot};
 use crate::service::ServiceRuntime;
+use crate::timeline::Timeline;
+pub use instance::{Instance, InstanceState};
 
 /// How an instance's life ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +30,14 @@ pub enum Ended {
 }
 
 struct Handle {
-    slot: Arc<Slot>,
+    instance: Arc<Instance>,
     stop: CancellationToken,
 }
 
 /// Keeps a service's instances at the desired count.
 pub struct Supervisor {
     svc: Arc<ServiceRuntime>,
-    events: Arc<Events>,
+    events: Arc<Timeline>,
     extra_env: Arc<Vec<(String, String)>>,
     mounts: Arc<Vec<(std::path::PathBuf, String)>>,
     live: HashMap<Arc<str>, Handle>,
@@ -60,7 +61,7 @@ impl Supervisor {
     /// every instance.
     pub fn new(
         svc: Arc<ServiceRuntime>,
-        events: Arc<Events>,
+        events: Arc<Timeline>,
         extra_env: Vec<(String, String)>,
         mounts: Vec<(std::path::PathBuf, String)>,
     ) -> Self {
@@ -154,8 +155,8 @@ impl Supervisor {
                 .collect();
             candidates.sort_by_key(|h| {
                 (
-                    h.slot.state() != InstanceState::Starting,
-                    h.slot.in_flight(),
+                    h.instance.state() != InstanceState::Starting,
+                    h.instance.in_flight(),
                 )
             });
             for h in candidates.into_iter().take((live - desired) as usize) {
@@ -167,13 +168,13 @@ impl Supervisor {
     fn start_one(&mut self) {
         self.seq += 1;
         let id: Arc<str> = format!("{}-{}", self.svc.spec.name, self.seq).into();
-        let slot = Slot::new(id.clone());
+        let instance = Instance::new(id.clone());
         let stop = CancellationToken::new();
-        self.svc.instances.lock().push(slot.clone());
+        self.svc.instances.lock().push(instance.clone());
         self.live.insert(
             id.clone(),
             Handle {
-                slot: slot.clone(),
+                instance: instance.clone(),
                 stop: stop.clone(),
             },
         );
@@ -188,7 +189,7 @@ impl Supervisor {
             events: self.events.clone(),
             extra_env: self.extra_env.clone(),
             mounts: self.mounts.clone(),
-            slot,
+            instance,
             stop,
             delay: delay + backoff,
             probe_client: self.probe_client.clone(),
@@ -206,13 +207,13 @@ impl Supervisor {
         self.svc
             .instances
             .lock()
-            .retain(|s| !Arc::ptr_eq(s, &h.slot));
+            .retain(|s| !Arc::ptr_eq(s, &h.instance));
         match ended {
             Ended::Stopped => {
                 self.failures_in_row = 0;
             }
             Ended::Failed(why) => {
-                let served = h.slot.served() > 0;
+                let served = h.instance.served() > 0;
                 self.failures_in_row = if served { 0 } else { self.failures_in_row + 1 };
                 *self.svc.last_failure.lock() = Some(why);
                 // A replacement keeps the count the scaler asked for.
@@ -225,10 +226,10 @@ impl Supervisor {
 /// One instance from start to stop.
 struct InstanceLife {
     svc: Arc<ServiceRuntime>,
-    events: Arc<Events>,
+    events: Arc<Timeline>,
     extra_env: Arc<Vec<(String, String)>>,
     mounts: Arc<Vec<(std::path::PathBuf, String)>>,
-    slot: Arc<Slot>,
+    instance: Arc<Instance>,
     stop: CancellationToken,
     delay: Duration,
     probe_client: probe::ProbeClient,
@@ -236,7 +237,7 @@ struct InstanceLife {
 
 impl InstanceLife {
     fn event(&self, state: &str, extra: serde_json::Value) {
-        let mut fields = json!({ "instance": &*self.slot.id, "state": state });
+        let mut fields = json!({ "instance": &*self.instance.id, "state": state });
         if let (Some(f), serde_json::Value::Object(e)) = (fields.as_object_mut(), extra) {
             f.extend(e);
         }
@@ -249,7 +250,7 @@ impl InstanceLife {
             "starting",
             json!({ "cold_start_delay_ms": self.delay.as_millis() as u64 }),
         );
-        tracing::info!(instance = %self.slot.id, "starting");
+        tracing::info!(instance = %self.instance.id, "starting");
 
         // The extra cold-start delay stands for image pull and container start.
         tokio::select! {
@@ -257,17 +258,17 @@ impl InstanceLife {
             () = self.stop.cancelled() => return self.finish(Ended::Stopped, None),
         }
         let mut running =
-            match runner::start(spec, &self.slot.id, &self.extra_env, &self.mounts).await {
+            match runner::start(spec, &self.instance.id, &self.extra_env, &self.mounts).await {
                 Ok(r) => r,
                 Err(e) => {
                     let why = e.to_string();
-                    tracing::error!(instance = %self.slot.id, "{why}");
+                    tracing::error!(instance = %self.instance.id, "{why}");
                     return self.finish(Ended::Failed(why), None);
                 }
             };
-        self.slot.set_addr(running.authority().clone());
+        self.instance.set_addr(running.authority().clone());
         if let Some(pid) = running.pid() {
-            self.slot.set_pid(pid);
+            self.instance.set_pid(pid);
         }
 
         let addr = running.authority().clone();
@@ -282,7 +283,7 @@ impl InstanceLife {
         if let Err(why) = started {
             let tail = running.tail();
             running.stop(spec.shutdown_grace).await;
-            let mut msg = format!("instance {} never became ready: {why}", self.slot.id);
+            let mut msg = format!("instance {} never became ready: {why}", self.instance.id);
             if !tail.is_empty() {
                 msg.push_str("; its last output:\n  ");
                 msg.push_str(&tail.join("\n  "));
@@ -291,15 +292,15 @@ impl InstanceLife {
             return self.finish(Ended::Failed(msg), Some(tail));
         }
 
-        self.svc.pool.add_ready(self.slot.clone());
+        self.svc.pool.add_ready(self.instance.clone());
         *self.svc.last_failure.lock() = None;
         let startup_ms = self
-            .slot
+            .instance
             .startup_duration()
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.event("ready", json!({ "startup_ms": startup_ms }));
-        tracing::info!(instance = %self.slot.id, startup_ms, "ready");
+        tracing::info!(instance = %self.instance.id, startup_ms, "ready");
 
         let liveness = async {
             match &spec.liveness_probe {
@@ -318,18 +319,18 @@ impl InstanceLife {
                 match probe::attempt(p, &addr, &self.probe_client).await {
                     Ok(()) => {
                         failures = 0;
-                        if self.slot.state() == InstanceState::Unready {
-                            self.svc.pool.resume(&self.slot);
+                        if self.instance.state() == InstanceState::Unready {
+                            self.svc.pool.resume(&self.instance);
                             self.event("ready", json!({ "reason": "readiness probe passed" }));
                         }
                     }
                     Err(why) => {
                         failures += 1;
                         if failures >= p.failure_threshold
-                            && self.slot.state() == InstanceState::Ready
+                            && self.instance.state() == InstanceState::Ready
                         {
-                            self.svc.pool.suspend(&self.slot);
-                            tracing::warn!(instance = %self.slot.id, "readiness probe failed: {why}; no new requests");
+                            self.svc.pool.suspend(&self.instance);
+                            tracing::warn!(instance = %self.instance.id, "readiness probe failed: {why}; no new requests");
                             self.event("unready", json!({ "reason": why }));
                         }
                     }
@@ -341,26 +342,26 @@ impl InstanceLife {
             () = readiness => self.finish(Ended::Stopped, None),
             exit = running.exited() => {
                 // Crashed: its in-flight requests fail (their connections drop) and it is replaced.
-                self.svc.pool.remove(&self.slot, InstanceState::Stopped);
-                let why = format!("instance {} exited ({})", self.slot.id, describe_exit(exit));
+                self.svc.pool.remove(&self.instance, InstanceState::Stopped);
+                let why = format!("instance {} exited ({})", self.instance.id, describe_exit(exit));
                 tracing::warn!("{why}");
                 self.finish(Ended::Failed(why), Some(running.tail()))
             }
             why = liveness => {
-                self.svc.pool.remove(&self.slot, InstanceState::Stopped);
-                tracing::warn!(instance = %self.slot.id, "{why}; restarting");
+                self.svc.pool.remove(&self.instance, InstanceState::Stopped);
+                tracing::warn!(instance = %self.instance.id, "{why}; restarting");
                 running.stop(spec.shutdown_grace).await;
                 self.finish(Ended::Failed(why), None)
             }
             () = self.stop.cancelled() => {
                 // Scale-in or shutdown: no new requests, in-flight ones finish, then SIGTERM.
-                self.svc.pool.remove(&self.slot, InstanceState::Draining);
-                self.event("draining", json!({ "in_flight": self.slot.in_flight() }));
-                let _ = tokio::time::timeout(spec.timeout, self.slot.wait_idle()).await;
+                self.svc.pool.remove(&self.instance, InstanceState::Draining);
+                self.event("draining", json!({ "in_flight": self.instance.in_flight() }));
+                let _ = tokio::time::timeout(spec.timeout, self.instance.wait_idle()).await;
                 let graceful = running.stop(spec.shutdown_grace).await;
-                self.svc.pool.remove(&self.slot, InstanceState::Stopped);
+                self.svc.pool.remove(&self.instance, InstanceState::Stopped);
                 if !graceful {
-                    tracing::warn!(instance = %self.slot.id, "did not stop within {:?} of SIGTERM: killed", spec.shutdown_grace);
+                    tracing::warn!(instance = %self.instance.id, "did not stop within {:?} of SIGTERM: killed", spec.shutdown_grace);
                 }
                 self.finish(Ended::Stopped, None)
             }
@@ -368,14 +369,14 @@ impl InstanceLife {
     }
 
     fn finish(&self, ended: Ended, _tail: Option<Vec<String>>) -> Ended {
-        self.svc.pool.remove(&self.slot, InstanceState::Stopped);
+        self.svc.pool.remove(&self.instance, InstanceState::Stopped);
         let (state, reason) = match &ended {
             Ended::Stopped => ("stopped", None),
             Ended::Failed(why) => ("failed", Some(why.clone())),
         };
         self.event(
             state,
-            json!({ "reason": reason, "served": self.slot.served() }),
+            json!({ "reason": reason, "served": self.instance.served() }),
         );
         ended
     }

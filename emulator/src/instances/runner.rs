@@ -48,10 +48,11 @@ pub enum StartError {
     Unsupported(String),
 }
 
-/// A started instance. (One per instance, never on the request path: size does not matter.)
+/// What an instance runs once started: its process, its container, or (upstream) the address of
+/// an app the user runs. (One per instance, never on the request path: size does not matter.)
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-pub enum Running {
+pub enum StartedInstance {
     Process {
         child: Child,
         pid: u32,
@@ -68,35 +69,35 @@ pub enum Running {
     },
 }
 
-impl Running {
+impl StartedInstance {
     pub fn authority(&self) -> &Authority {
         match self {
-            Running::Process { authority, .. }
-            | Running::Upstream { authority }
-            | Running::Container { authority, .. } => authority,
+            StartedInstance::Process { authority, .. }
+            | StartedInstance::Upstream { authority }
+            | StartedInstance::Container { authority, .. } => authority,
         }
     }
 
     pub fn pid(&self) -> Option<u32> {
         match self {
-            Running::Process { pid, .. } => Some(*pid),
-            Running::Upstream { .. } | Running::Container { .. } => None,
+            StartedInstance::Process { pid, .. } => Some(*pid),
+            StartedInstance::Upstream { .. } | StartedInstance::Container { .. } => None,
         }
     }
 
     pub fn tail(&self) -> Vec<String> {
         match self {
-            Running::Process { tail, .. } => tail.lines(),
-            Running::Upstream { .. } | Running::Container { .. } => Vec::new(),
+            StartedInstance::Process { tail, .. } => tail.lines(),
+            StartedInstance::Upstream { .. } | StartedInstance::Container { .. } => Vec::new(),
         }
     }
 
     /// Resolves when the instance's process exits (never, for an upstream).
     pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
         match self {
-            Running::Process { child, .. } => child.wait().await,
-            Running::Upstream { .. } => std::future::pending().await,
-            Running::Container { name, .. } => {
+            StartedInstance::Process { child, .. } => child.wait().await,
+            StartedInstance::Upstream { .. } => std::future::pending().await,
+            StartedInstance::Container { name, .. } => {
                 // `docker wait` returns when the container stops, printing its exit code.
                 let out = Command::new("docker")
                     .args(["wait", name.as_str()])
@@ -115,7 +116,7 @@ impl Running {
     /// Cloud Run's shutdown: SIGTERM to the instance's process group, SIGKILL after `grace`.
     /// Returns true when the process stopped within the grace period.
     pub async fn stop(&mut self, grace: Duration) -> bool {
-        let Running::Process { child, pid, .. } = self else {
+        let StartedInstance::Process { child, pid, .. } = self else {
             return true;
         };
         if let Ok(Some(_)) = child.try_wait() {
@@ -166,14 +167,14 @@ pub async fn start(
     id: &str,
     extra_env: &[(String, String)],
     secret_mounts: &[(std::path::PathBuf, String)],
-) -> Result<Running, StartError> {
+) -> Result<StartedInstance, StartError> {
     match &spec.runner {
         RunnerSpec::Upstream { url } => {
             let authority = url
                 .authority()
                 .cloned()
                 .ok_or_else(|| StartError::Unsupported(format!("upstream {url} has no host")))?;
-            Ok(Running::Upstream { authority })
+            Ok(StartedInstance::Upstream { authority })
         }
         RunnerSpec::Container { image } => {
             use crate::backends::docker::{docker_available, DockerInstance, InstanceOptions};
@@ -204,7 +205,7 @@ pub async fn start(
             let authority =
                 Authority::try_from(format!("127.0.0.1:{}", instance.host_port()).as_str())
                     .map_err(|e| StartError::Unsupported(e.to_string()))?;
-            Ok(Running::Container {
+            Ok(StartedInstance::Container {
                 instance: Some(instance),
                 authority,
                 name,
@@ -239,7 +240,7 @@ pub async fn start(
             }
             let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
                 .map_err(|e| StartError::Unsupported(e.to_string()))?;
-            Ok(Running::Process {
+            Ok(StartedInstance::Process {
                 child,
                 pid,
                 authority,

@@ -1,9 +1,11 @@
-//! Pure models: the autoscaler, its windows, cold-start delays and the `emu simulate` engine.
+//! Pure models: the autoscaler, its windows, cold-start delays, admission and queueing, and the
+//! `emu simulate` engine.
 //!
 //! Nothing here does I/O or reads a clock: every function takes `now` (time since an arbitrary
 //! origin) and its inputs and returns a decision, so tests replay traces with no sleeping and the
 //! simulator can run an hour of load in milliseconds.
 
+pub mod admission;
 pub mod annotations;
 pub mod autoscaler;
 pub mod coldstart;
@@ -12,6 +14,7 @@ pub mod load;
 pub mod simulate;
 pub mod window;
 
+pub use admission::{Admission, AdmitError, Arrival, Occupancy, QueueSnapshot, Ticket, Waiting};
 pub use annotations::{overrides_from_annotations, AnnotationError};
 pub use autoscaler::{Autoscaler, Decision, Reason};
 pub use coldstart::ColdStartDelay;

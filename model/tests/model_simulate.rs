@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use emulator::model::{
+use emu_model::{
     parse_trace_csv, render_table, simulate, AutoscalerConfig, ColdStartDelay, Load, Profile,
     ServiceTime, SimResult, SimService, Stage,
 };
@@ -34,7 +34,7 @@ fn check_conservation(r: &SimResult) {
     let t = &r.totals;
     assert_eq!(
         t.requests,
-        t.served + t.rejected_429 + t.timeouts_504,
+        t.served + t.rejected_429 + t.failed_500 + t.timeouts_504,
         "every request has exactly one outcome: {t:?}"
     );
     let arrivals: u64 = r.per_second.iter().map(|s| s.arrivals).sum();
@@ -43,6 +43,8 @@ fn check_conservation(r: &SimResult) {
     assert_eq!(rejected, t.rejected_429);
     let timeouts: u64 = r.per_second.iter().map(|s| s.timeouts_504).sum();
     assert_eq!(timeouts, t.timeouts_504);
+    let failed: u64 = r.per_second.iter().map(|s| s.failed_500).sum();
+    assert_eq!(failed, t.failed_500);
 }
 
 #[test]
@@ -102,6 +104,29 @@ fn queue_timeout_defaults_to_three_and_a_half_startups() {
     assert_eq!(svc.effective_queue_timeout(), secs(14));
     let svc = service(Profile::CloudRun, 1, ColdStartDelay::None);
     assert_eq!(svc.effective_queue_timeout(), secs(10));
+}
+
+#[test]
+fn a_start_slower_than_the_queue_timeout_gives_500_then_the_timeout_follows_it() {
+    // From zero, the first request starts an instance that takes 20 s. Before any instance has
+    // started, the queue timeout is 10 s: that request gives up with a 500 (no instance became
+    // ready), as `emu up` answers. Once one has started in 20 s, a request may wait
+    // 3.5 × 20 s = 70 s, so requests queued behind the next cold start are served.
+    let mut svc = service(
+        Profile::CloudRun,
+        1,
+        ColdStartDelay::Fixed(Duration::from_secs(20)),
+    );
+    svc.autoscaler.initial_scale = 0;
+    svc.max_instances = 2;
+    let load =
+        Load::Trace(parse_trace_csv("second,requests,service_ms\n0,1,100\n40,3,30000\n").unwrap());
+    let r = simulate(&svc, &load, 1);
+    check_conservation(&r);
+    assert_eq!(r.totals.failed_500, 1, "{}", render_table(&r));
+    assert_eq!(r.per_second[10].failed_500, 1, "{}", render_table(&r));
+    assert_eq!(r.totals.rejected_429, 0, "{}", render_table(&r));
+    assert_eq!(r.totals.served, 3, "{}", render_table(&r));
 }
 
 #[test]
@@ -287,7 +312,7 @@ fn report_json_load_runs() {
         {"second": 0, "requests": 50, "rps": 50.0, "p50_ms": 100.0, "p95_ms": 200.0, "p99_ms": 300.0},
         {"second": 1, "requests": 50, "rps": 50.0, "p50_ms": 100.0, "p95_ms": 200.0, "p99_ms": 300.0}
     ]});
-    let load = emulator::model::load_from_report_json(&v).unwrap();
+    let load = emu_model::load_from_report_json(&v).unwrap();
     let r = simulate(
         &service(Profile::CloudRun, 80, ColdStartDelay::None),
         &load,
@@ -353,7 +378,7 @@ fn ten_minutes_at_a_thousand_rps_keeps_its_books() {
 
 /// An hour at 1000 RPS must take well under a second in release mode. Timing is not
 /// behaviour, so this only runs on request:
-/// `cargo test -p emulator --release --test model_simulate -- --ignored`.
+/// `cargo test -p emu-model --release --test model_simulate -- --ignored`.
 #[test]
 #[ignore]
 fn an_hour_at_a_thousand_rps_is_fast() {
@@ -393,6 +418,7 @@ fn result_serializes_with_the_documented_fields() {
         "queue_depth",
         "in_flight",
         "rejected_429",
+        "failed_500",
         "timeouts_504",
         "desired",
         "panicking",
@@ -406,6 +432,7 @@ fn result_serializes_with_the_documented_fields() {
         "served",
         "cold_starts",
         "rejected_429",
+        "failed_500",
         "timeouts_504",
         "max_instances_seen",
         "queue_wait_p50_ms",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use emulator::model::{
+use emu_model::{
     overrides_from_annotations, parse_trace_csv, render_table, simulate, AutoscalerConfig,
     ColdStartDelay, Load, Profile, ServiceTime, SimService, Stage,
 };

@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use emulator::model::{
-    overrides_from_annotations, Autoscaler, AutoscalerConfig, Decision, Profile,
-};
+use emu_model::{overrides_from_annotations, Autoscaler, AutoscalerConfig, Decision, Profile};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -148,7 +146,7 @@ fn run(path: &Path) -> Result<(), String> {
         .iter()
         .map(|(t, d)| format!("{t}:{}{}", d.desired, if d.panicking { "p" } else { "" }))
         .collect();
-    // `EMU_TRACE_PRINT=1 cargo test --test model_traces -- --nocapture` shows every run.
+    // `EMU_TRACE_PRINT=1 cargo test -p emu-model --test model_traces -- --nocapture` shows every run.
     if std::env::var_os("EMU_TRACE_PRINT").is_some() {
         println!("{}: {}", path.display(), trajectory.join(" "));
     }

@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use emulator::model::autoscaler::Reason;
-use emulator::model::{
-    overrides_from_annotations, Autoscaler, AutoscalerConfig, Decision, Profile,
-};
+use emu_model::autoscaler::Reason;
+use emu_model::{overrides_from_annotations, Autoscaler, AutoscalerConfig, Decision, Profile};
 
 struct Clock {
     scaler: Autoscaler,

@@ -1,5 +1,6 @@
-//! The timeline behind `/_emu/events`: a sample per second per service, every instance start,
-//! ready and stop, and every autoscaler decision, kept in a bounded ring.
+//! The timeline: a sample per second per service, every instance start, ready and stop, and
+//! every autoscaler decision, kept in a bounded ring. The supervisor (`instances`) and the
+//! scaler write it; admin serves it as `/_emu/events` and only reads.
 
 use std::collections::VecDeque;
 
@@ -16,21 +17,21 @@ pub fn unix_ms() -> u64 {
 
 /// A bounded, append-only event log.
 #[derive(Debug)]
-pub struct Events {
+pub struct Timeline {
     ring: Mutex<VecDeque<Value>>,
     capacity: usize,
 }
 
-impl Default for Events {
+impl Default for Timeline {
     fn default() -> Self {
         // A day of one-second samples for a few services, plus lifecycle events.
-        Events::with_capacity(400_000)
+        Timeline::with_capacity(400_000)
     }
 }
 
-impl Events {
+impl Timeline {
     pub fn with_capacity(capacity: usize) -> Self {
-        Events {
+        Timeline {
             ring: Mutex::new(VecDeque::new()),
             capacity,
         }
@@ -67,7 +68,7 @@ mod tests {
 
     #[test]
     fn since_filters_and_ring_is_bounded() {
-        let ev = Events::with_capacity(3);
+        let ev = Timeline::with_capacity(3);
         for i in 0..5 {
             ev.push("sample", "s", json!({ "i": i }));
         }

@@ -8,6 +8,7 @@
 //! service.
 
 pub mod admin;
+pub mod admission;
 pub mod backends;
 pub mod cli;
 pub mod demo;

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::instances::Command;
 use crate::model::Autoscaler;
+use crate::service::supervisor::Command;
 use crate::service::ServiceRuntime;
 use crate::timeline::Timeline;
 

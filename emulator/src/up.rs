@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminState;
 use crate::frontdoor::{self, FrontDoor, Route};
-use crate::instances::Supervisor;
 use crate::service::ServiceRuntime;
+use crate::service::Supervisor;
 use crate::spec::Config;
 use crate::telemetry::RequestLogger;
 use crate::timeline::{unix_ms, Timeline};

@@ -27,6 +27,12 @@ pub struct AdminState {
 }
 
 /// Answers a `/_emu/…` request.
+impl crate::frontdoor::LocalEndpoints for AdminState {
+    fn answer(&self, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        handle(self, req)
+    }
+}
+
 pub fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match path.trim_end_matches('/') {

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use super::admission::AdmitError;
 use super::wire::{push_date, push_status_line, put_decimal};
+use crate::admission::AdmitError;
 
 /// Cloud Run's sentence for a request that found no instance.
 pub const NO_INSTANCE: &str = "The request was aborted because there was no available instance.";

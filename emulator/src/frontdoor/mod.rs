@@ -1,7 +1,6 @@
 //! The front door: accepts HTTP/1.1 and h2c, routes by host (or a service's own port), answers
 //! `/_emu/` itself, and admits and forwards everything else.
 
-pub mod admission;
 pub mod errors;
 pub mod h1;
 pub mod loops;
@@ -16,8 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, Request, Response};
-use http_body_util::Either;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,7 +27,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState};
 use crate::service::ServiceRuntime;
 use crate::telemetry::RequestLogger;
 use errors::ProxyError;
@@ -35,20 +34,27 @@ use proxy::FrontBody;
 use rules::Exchange;
 use upstream::UpstreamClient;
 
+/// What answers `/_emu/`: emu's own endpoints, handed to the front door so that it knows of
+/// them only that they exist and answer loopback clients (the admin room reads the services;
+/// the front door never reads the admin room).
+pub trait LocalEndpoints: Send + Sync {
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>>;
+}
+
 /// What every connection shares.
 pub struct FrontDoor {
     pub services: Vec<Arc<ServiceRuntime>>,
     by_name: HashMap<String, Arc<ServiceRuntime>>,
     client: UpstreamClient,
     logger: RequestLogger,
-    pub admin: Arc<AdminState>,
+    local: Arc<dyn LocalEndpoints>,
 }
 
 impl FrontDoor {
     pub fn new(
         services: Vec<Arc<ServiceRuntime>>,
         logger: RequestLogger,
-        admin: Arc<AdminState>,
+        local: Arc<dyn LocalEndpoints>,
     ) -> Arc<Self> {
         let by_name = services
             .iter()
@@ -59,7 +65,7 @@ impl FrontDoor {
             by_name,
             client: upstream::upstream_client(),
             logger,
-            admin,
+            local,
         })
     }
 }
@@ -83,7 +89,7 @@ async fn handle(
         if !is_loopback(peer) {
             return ProxyError::Forbidden.into_response().map(Either::Right);
         }
-        return admin::handle(&fd.admin, &req).map(Either::Right);
+        return fd.local.answer(&req).map(Either::Right);
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let host = req

@@ -21,11 +21,11 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::admission::Permit;
 use super::errors::ProxyError;
 use super::rules::{self, pairs, Answerer, Exchange, LogFields, Pass};
 use super::upstream::{Conn, SendError};
 use super::FrontDoor;
+use crate::admission::Permit;
 use crate::service::ServiceRuntime;
 use crate::spec::Protocol;
 

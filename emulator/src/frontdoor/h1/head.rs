@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::chunked::ChunkScanner;
 use super::{MAX_HEAD, MAX_HEADERS, MAX_INLINE_BODY};
-use crate::frontdoor::admission::Permit;
+use crate::admission::Permit;
 use crate::frontdoor::errors::ProxyError;
 use crate::frontdoor::proxy::MAX_BODY;
 use crate::frontdoor::rules::{self, Answerer, Exchange, LogFields, Pass};

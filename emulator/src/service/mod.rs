@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::frontdoor::admission::AdmissionQueue;
+use crate::admission::AdmissionQueue;
 use crate::instances::instance::{Instance, InstanceState};
 use crate::spec::ServiceSpec;
+
+pub mod supervisor;
+pub use supervisor::Supervisor;
 
 /// One service at run time.
 #[derive(Debug)]

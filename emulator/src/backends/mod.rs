@@ -9,7 +9,6 @@
 //! Native data lives under `<project>/.emu/` (see the `native` module); docker mode runs
 //! `docker/compose.yaml` (embedded in the binary, see [`docker`]).
 
-mod config;
 pub mod docker;
 mod down;
 mod external;
@@ -20,9 +19,11 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-pub use config::{
-    tier_max_connections, ConfigIssue, Mode, PostgresConfig, RedisConfig, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_POSTGRES_VERSION, DEFAULT_REDIS_VERSION, POSTGRES_VERSIONS, REDIS_VERSIONS,
+/// The `[postgres]` / `[redis]` config is the spec's; re-exported here for callers of [`start`].
+pub use crate::spec::stores::{
+    mask_url, tier_max_connections, ConfigIssue, Mode, PostgresConfig, RedisConfig,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_POSTGRES_VERSION, DEFAULT_REDIS_VERSION, POSTGRES_VERSIONS,
+    REDIS_VERSIONS,
 };
 pub use docker::{docker_available, DockerInstance};
 pub use down::down;
@@ -404,28 +405,6 @@ pub(crate) async fn pg_ready(url: &str) -> bool {
     )
 }
 
-/// Hides the password of a URL: `postgres://user:pass@host/db` → `postgres://user:****@host/db`.
-/// URLs without a password are returned unchanged.
-pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let masked = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:****"),
-        // `redis://secret@host`: a lone userinfo in a Redis URL is the password.
-        None if url.starts_with("redis") => "****".to_string(),
-        None => userinfo.to_string(),
-    };
-    format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
-}
-
 /// `url` with its path replaced by `/database` (query kept).
 pub fn with_database(url: &str, database: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -494,22 +473,6 @@ pub(crate) async fn ensure_app_role_and_databases(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("postgres://app:secret@127.0.0.1:5432/app"),
-            "postgres://app:****@127.0.0.1:5432/app"
-        );
-        assert_eq!(
-            mask_url("postgres://postgres@127.0.0.1:5432/postgres"),
-            "postgres://postgres@127.0.0.1:5432/postgres"
-        );
-        assert_eq!(mask_url("redis://:pw@h:6379/0"), "redis://:****@h:6379/0");
-        assert_eq!(mask_url("redis://pw@h:6379"), "redis://****@h:6379");
-        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:****@h/db");
-    }
 
     #[test]
     fn replaces_database() {

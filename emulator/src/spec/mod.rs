@@ -6,6 +6,7 @@
 
 mod duration;
 mod locate;
+pub mod stores;
 mod toml_file;
 mod yaml;
 
@@ -78,9 +79,9 @@ pub struct Config {
     pub frontdoor: FrontdoorSettings,
     pub services: Vec<ServiceSpec>,
     /// The `[postgres]` section (None: no PostgreSQL unless `--backends` asks for one).
-    pub postgres: Option<crate::backends::PostgresConfig>,
+    pub postgres: Option<stores::PostgresConfig>,
     /// The `[redis]` section (None: no Redis unless `--backends` asks for one).
-    pub redis: Option<crate::backends::RedisConfig>,
+    pub redis: Option<stores::RedisConfig>,
     /// The local secret store (`[secrets]`).
     pub secrets: BTreeMap<String, crate::secrets::SecretSource>,
     /// Jobs (`[[job]]` or a Cloud Run Job YAML).
@@ -673,8 +674,8 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         services: vec![service],
         // The demo stands for a service with Cloud SQL and Memorystore: real ones when they can
         // be had (Docker, or installed servers), else it runs without them.
-        postgres: Some(crate::backends::PostgresConfig::default()),
-        redis: Some(crate::backends::RedisConfig::default()),
+        postgres: Some(stores::PostgresConfig::default()),
+        redis: Some(stores::RedisConfig::default()),
         secrets: BTreeMap::new(),
         jobs: Vec::new(),
         warnings: Vec::new(),

@@ -19,8 +19,8 @@ struct File {
     emu: Option<EmuSection>,
     #[serde(default)]
     service: Vec<ServiceToml>,
-    postgres: Option<crate::backends::PostgresConfig>,
-    redis: Option<crate::backends::RedisConfig>,
+    postgres: Option<super::stores::PostgresConfig>,
+    redis: Option<super::stores::RedisConfig>,
     #[serde(default)]
     secrets: BTreeMap<String, crate::secrets::SecretSource>,
     #[serde(default)]

@@ -390,7 +390,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
         services: vec![service],
         postgres: annotations
             .contains_key(CLOUDSQL)
-            .then(crate::backends::PostgresConfig::default),
+            .then(super::stores::PostgresConfig::default),
         redis: None,
         secrets: BTreeMap::new(),
         jobs: Vec::new(),

@@ -395,59 +395,14 @@ fn write_backends_file(project_dir: &Path, backends: &crate::backends::Backends)
 
 /// Resolves which config `emu up` runs: -f YAMLs, --config, ./emu.toml, or the demo.
 pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
-    let mut cfg = if !args.files.is_empty() {
-        let mut merged: Option<Config> = None;
-        for f in &args.files {
-            let c = spec::load_yaml(f, &args.command)?;
-            merged = Some(match merged {
-                None => c,
-                Some(mut m) => {
-                    m.services.extend(c.services);
-                    m.jobs.extend(c.jobs);
-                    m.warnings.extend(c.warnings);
-                    m.postgres = m.postgres.or(c.postgres);
-                    m
-                }
-            });
-        }
-        let mut cfg = merged.expect("at least one file");
-        cfg.project_dir = cwd.to_path_buf();
-        // Secrets for a YAML deployment come from ./secrets.toml (a [secrets] table).
-        let secrets = cwd.join("secrets.toml");
-        if secrets.exists() {
-            cfg.secrets = spec::load_secrets_file(&secrets)?;
-        }
-        spec::check_config(&cfg)?;
-        cfg
-    } else if let Some(path) = &args.config {
-        spec::load_toml(path)?
-    } else if cwd.join("emu.toml").exists() {
-        spec::load_toml(&cwd.join("emu.toml"))?
-    } else {
-        let exe = std::env::current_exe().map_err(|e| {
-            SpecError::new(
-                Path::new("emu"),
-                None,
-                format!("cannot find emu's own executable for the demo: {e}"),
-            )
-        })?;
-        spec::demo_config(&exe, cwd)
+    let source =
+        spec::ConfigSource::choose(&args.files, &args.command, args.config.as_deref(), cwd)?;
+    let overrides = spec::Overrides {
+        port: args.port,
+        host: args.host,
+        backends: args.backends,
     };
-    if let Some(p) = args.port {
-        cfg.frontdoor.port = p;
-    }
-    if let Some(h) = args.host {
-        cfg.frontdoor.host = h;
-    }
-    if let Some(mode) = args.backends {
-        let mut pg = cfg.postgres.take().unwrap_or_default();
-        pg.mode = mode;
-        cfg.postgres = Some(pg);
-        let mut redis = cfg.redis.take().unwrap_or_default();
-        redis.mode = mode;
-        cfg.redis = Some(redis);
-    }
-    Ok(cfg)
+    spec::load(&source, &overrides, cwd)
 }
 
 async fn run_up(args: UpArgs) -> ExitCode {

@@ -1,0 +1,133 @@
+//! A Cloud Run Job (`run.googleapis.com/v1`, kind `Job`): its tasks run the container's
+//! `command` + `args` locally (or the words after `--`, when given).
+
+use std::time::Duration;
+
+use super::super::types::{JobSpec, Origin};
+use super::super::{limits, SpecError};
+use super::container::secret_key_ref;
+use super::node::Node;
+use super::Place;
+use crate::secrets::SecretUse;
+
+pub(super) fn read(
+    root: &Node,
+    command: &[String],
+    place: &Place<'_>,
+) -> Result<JobSpec, SpecError> {
+    let metadata = root.map_at("metadata");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .ok_or_else(|| {
+            place.err(
+                metadata.map_or(root.line_of("metadata"), |m| m.line_of("name")),
+                "metadata.name is missing: the job needs a name".into(),
+            )
+        })?;
+    let spec = root.map_at("spec");
+    let template = spec.and_then(|s| s.map_at("template"));
+    let exec = template.and_then(|t| t.map_at("spec")).ok_or_else(|| {
+        let line = template
+            .map(|t| t.line_of("spec"))
+            .or_else(|| spec.map(|s| s.line_of("template")))
+            .unwrap_or_else(|| root.line_of("spec"));
+        place.err(line, "spec.template.spec is missing".into())
+    })?;
+    let task_template = exec.map_at("template");
+    let task = task_template
+        .and_then(|t| t.map_at("spec"))
+        .ok_or_else(|| {
+            place.err(
+                task_template.map_or(exec.line_of("template"), |t| t.line_of("spec")),
+                "spec.template.spec.template.spec is missing".into(),
+            )
+        })?;
+    let c = task
+        .get("containers")
+        .and_then(Node::as_seq)
+        .and_then(|c| c.first())
+        .filter(|c| c.as_map().is_some())
+        .ok_or_else(|| {
+            place.err(
+                task.line_of("containers"),
+                "the job has no container".into(),
+            )
+        })?;
+    let mut argv: Vec<String> = command.to_vec();
+    if argv.is_empty() {
+        for k in ["command", "args"] {
+            if let Some(seq) = c.get(k).and_then(Node::as_seq) {
+                argv.extend(seq.iter().filter_map(Node::text));
+            }
+        }
+    }
+    if argv.is_empty() {
+        return Err(place.err(c.line, format!("job {name} has no command to run locally: give `command` in the YAML or run `emu job run -f FILE -- CMD ARGS…`")));
+    }
+    let mut env = Vec::new();
+    let mut secrets = SecretUse::default();
+    let mut origin = Origin {
+        file: place.file.to_path_buf(),
+        name_line: metadata.map(|m| m.line_of("name")),
+        ..Origin::default()
+    };
+    for e in c.get("env").and_then(Node::as_seq).unwrap_or(&[]) {
+        let Some(n) = e.get("name").and_then(Node::as_str) else {
+            continue;
+        };
+        if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
+            let line = e.line_of("name");
+            secrets
+                .add(n, &secret_key_ref(r))
+                .map_err(|m| place.err(line, m))?;
+            origin.secret_lines.insert(n.to_string(), line);
+        } else {
+            env.push((
+                n.to_string(),
+                e.get("value").and_then(Node::text).unwrap_or_default(),
+            ));
+        }
+    }
+    let count =
+        |m: &Node, k: &str, default: i64, range: std::ops::RangeInclusive<i64>, what: &str| {
+            let v = m.get(k).and_then(Node::int).unwrap_or(default);
+            if range.contains(&v) {
+                Ok(v)
+            } else {
+                Err(place.err(m.line_of(k), format!("{k} {v} is out of range: {what}")))
+            }
+        };
+    let tasks = count(
+        exec,
+        "taskCount",
+        1,
+        1..=i64::from(limits::MAX_TASKS),
+        "1 to 10000",
+    )?;
+    let max_retries = count(
+        task,
+        "maxRetries",
+        3,
+        0..=i64::from(limits::MAX_RETRIES),
+        "0 to 10",
+    )?;
+    let max_timeout = limits::MAX_TASK_TIMEOUT.as_secs() as i64;
+    let timeout = count(task, "timeoutSeconds", 600, 1..=max_timeout, "1 to 604800")?;
+    let parallelism = exec.get("parallelism").and_then(Node::int).unwrap_or(0);
+    Ok(JobSpec {
+        name: name.to_string(),
+        command: argv,
+        tasks: tasks as u32,
+        parallelism: parallelism.clamp(0, i64::from(limits::MAX_TASKS)) as u32,
+        max_retries: max_retries as u32,
+        timeout: Duration::from_secs(timeout as u64),
+        env,
+        secrets,
+        database: None,
+        database_env: "DATABASE_URL".into(),
+        redis_env: "REDIS_URL".into(),
+        workdir: None,
+        origin,
+    })
+}

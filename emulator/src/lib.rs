@@ -1,10 +1,11 @@
 //! emu: Cloud Run on a laptop.
 //!
-//! Rooms, each with one job (see `shared/docs/design.md`): `spec` turns config into validated
-//! services, `model` holds the pure autoscaler, `frontdoor` is the proxy (routing, admission,
-//! forwarding, Cloud Run's errors), `instances` starts and stops instances, `scaler` samples and
-//! decides, `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`, `demo` is the built-in
-//! demo service.
+//! Rooms, each with one job: `spec` turns config into validated services, `model` holds the
+//! pure autoscaler, `frontdoor` is the proxy (routing, admission, forwarding, Cloud Run's
+//! errors), `instances` starts and stops instances, `scaler` samples and decides, `backends` runs
+//! PostgreSQL and Redis, `jobs` runs Cloud Run jobs, `admin` answers `/_emu/`, `demo` is the
+//! built-in demo service, and `up` puts them together from one config (`cli` only parses the
+//! command line).
 
 pub mod admin;
 pub mod backends;

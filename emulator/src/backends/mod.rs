@@ -188,12 +188,22 @@ impl Backends {
     /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the
     /// shared `app` database) and `REDIS_URL`, each only when that store is on.
     pub fn service_env(&self, database: Option<&str>) -> Vec<(String, String)> {
+        self.env(database, "DATABASE_URL", "REDIS_URL")
+    }
+
+    /// [`Backends::service_env`] under the env names a service or job chose.
+    pub fn env(
+        &self,
+        database: Option<&str>,
+        database_env: &str,
+        redis_env: &str,
+    ) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(url) = self.database_url(database) {
-            env.push(("DATABASE_URL".to_string(), url));
+            env.push((database_env.to_string(), url));
         }
         if let Some(url) = self.redis_url() {
-            env.push(("REDIS_URL".to_string(), url));
+            env.push((redis_env.to_string(), url));
         }
         env
     }

@@ -34,7 +34,7 @@ pub use types::{
 };
 pub use validate::{is_dns_label, resolve_autoscaler};
 
-/// Cloud Run's limits and defaults (cloud-run-behavior.md §1, §2).
+/// Cloud Run's limits and defaults (its documented quotas and service defaults).
 pub mod limits {
     use std::time::Duration;
     pub const DEFAULT_CONCURRENCY: u32 = 80;

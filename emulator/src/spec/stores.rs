@@ -266,7 +266,7 @@ fn check_url(
     }
 }
 
-/// Cloud SQL's default `max_connections` for a tier (cloud-run-behavior.md §5).
+/// Cloud SQL's default `max_connections` for a tier (Cloud SQL's documented table).
 ///
 /// Accepts `db-f1-micro`, `db-g1-small`, `db-custom-<CPUS>-<MEMORY_MB>`,
 /// `db-n1-standard-<N>` (3.75 GB per vCPU) and `db-n1-highmem-<N>` (6.5 GB per vCPU).

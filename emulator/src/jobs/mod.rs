@@ -3,6 +3,8 @@
 //! contract's env (`CLOUD_RUN_JOB`, `CLOUD_RUN_EXECUTION`, `CLOUD_RUN_TASK_INDEX`,
 //! `CLOUD_RUN_TASK_ATTEMPT`, `CLOUD_RUN_TASK_COUNT`).
 
+mod standalone;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::JobSpec;
+pub use standalone::{run_outside_up, JobRunError};
 
 /// How one task ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

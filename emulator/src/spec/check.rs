@@ -21,12 +21,16 @@ fn check_stores(cfg: &Config) -> Result<(), SpecError> {
     let issue = |r: Result<(), ConfigIssue>, lines: &SectionLines| {
         r.map_err(|issue| {
             let key = issue.key.split_once('.').map_or("", |(_, k)| k);
-            let file = if lines.file.as_os_str().is_empty() {
-                &cfg.source
-            } else {
-                &lines.file
-            };
-            SpecError::new(file, lines.line(key), issue.to_string())
+            if lines.header.is_none() {
+                // The file has no such section: the mode came from `--backends`, which is
+                // what the error is about.
+                return SpecError::new(
+                    &cfg.source,
+                    None,
+                    format!("{issue} (the mode comes from --backends: pick another, or add the section with its url)"),
+                );
+            }
+            SpecError::new(&lines.file, lines.line(key), issue.to_string())
         })
     };
     if let Some(p) = &cfg.postgres {

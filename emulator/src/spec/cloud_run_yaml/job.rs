@@ -21,17 +21,18 @@ pub(super) fn read(
         .and_then(Node::as_str)
         .ok_or_else(|| {
             place.err(
-                metadata.map_or(root.line_of("metadata"), |m| m.line_of("name")),
+                root.line_of("metadata"),
                 "metadata.name is missing: the job needs a name".into(),
             )
         })?;
     let spec = root.map_at("spec");
     let template = spec.and_then(|s| s.map_at("template"));
     let exec = template.and_then(|t| t.map_at("spec")).ok_or_else(|| {
-        let line = template
-            .map(|t| t.line_of("spec"))
-            .or_else(|| spec.map(|s| s.line_of("template")))
-            .unwrap_or_else(|| root.line_of("spec"));
+        // The deepest key on the way that is written.
+        let line = match (spec, template) {
+            (Some(s), Some(_)) => s.line_of("template"),
+            _ => root.line_of("spec"),
+        };
         place.err(line, "spec.template.spec is missing".into())
     })?;
     let task_template = exec.map_at("template");
@@ -39,7 +40,11 @@ pub(super) fn read(
         .and_then(|t| t.map_at("spec"))
         .ok_or_else(|| {
             place.err(
-                task_template.map_or(exec.line_of("template"), |t| t.line_of("spec")),
+                if task_template.is_some() {
+                    exec.line_of("template")
+                } else {
+                    template.map_or(root.line_of("spec"), |t| t.line_of("spec"))
+                },
                 "spec.template.spec.template.spec is missing".into(),
             )
         })?;
@@ -50,7 +55,8 @@ pub(super) fn read(
         .filter(|c| c.as_map().is_some())
         .ok_or_else(|| {
             place.err(
-                task.line_of("containers"),
+                task.key_line("containers")
+                    .unwrap_or(exec.line_of("template")),
                 "the job has no container".into(),
             )
         })?;

@@ -62,9 +62,14 @@ impl Node {
         self.entry(key).map(|(_, v)| v)
     }
 
-    /// The line of `key` in this mapping, else this node's own line.
+    /// The line of `key` in this mapping, if it is written.
+    pub fn key_line(&self, key: &str) -> Option<usize> {
+        self.entry(key).map(|(k, _)| k.line)
+    }
+
+    /// The line of `key` in this mapping, else this node's own line (its first entry's).
     pub fn line_of(&self, key: &str) -> usize {
-        self.entry(key).map_or(self.line, |(k, _)| k.line)
+        self.key_line(key).unwrap_or(self.line)
     }
 
     /// A child mapping.

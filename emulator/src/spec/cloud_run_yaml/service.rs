@@ -118,7 +118,7 @@ pub(super) fn read(
         .and_then(Node::as_str)
         .ok_or_else(|| {
             place.err(
-                metadata.map_or(root.line_of("metadata"), |m| m.line_of("name")),
+                root.line_of("metadata"),
                 "metadata.name is missing: the service needs a name".into(),
             )
         })?;
@@ -127,11 +127,11 @@ pub(super) fn read(
         .ok_or_else(|| place.err(root.line_of("spec"), "spec is missing".into()))?;
     let template = spec
         .map_at("template")
-        .ok_or_else(|| place.err(spec.line_of("template"), "spec.template is missing".into()))?;
+        .ok_or_else(|| place.err(root.line_of("spec"), "spec.template is missing".into()))?;
     let tmeta = template.map_at("metadata");
     let tspec = template.map_at("spec").ok_or_else(|| {
         place.err(
-            template.line_of("spec"),
+            spec.line_of("template"),
             "spec.template.spec is missing".into(),
         )
     })?;
@@ -162,7 +162,9 @@ pub(super) fn read(
         .and_then(Node::as_seq)
         .ok_or_else(|| {
             place.err(
-                tspec.line_of("containers"),
+                tspec
+                    .key_line("containers")
+                    .unwrap_or(template.line_of("spec")),
                 "spec.template.spec.containers is missing: a service needs a container".into(),
             )
         })?;

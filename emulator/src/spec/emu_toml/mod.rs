@@ -122,3 +122,9 @@ fn parse_unchecked(src: &str, path: &Path) -> Result<Config, SpecError> {
     cfg.secret_lines = positions.section(path, "secrets");
     Ok(cfg)
 }
+
+/// [`parse_unchecked`] of an in-memory text, for the spec's own tests.
+#[cfg(test)]
+pub(super) fn parse_unchecked_for_tests(src: &str) -> Config {
+    parse_unchecked(src, Path::new("emu.toml")).unwrap()
+}

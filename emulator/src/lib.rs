@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod service;
 pub mod simulate_cli;
 pub mod spec;
+pub mod state;
 pub mod telemetry;
 pub mod up;
 

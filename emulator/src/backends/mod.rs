@@ -50,6 +50,24 @@ pub struct BackendsPlan {
     pub databases: Vec<String>,
 }
 
+impl BackendsPlan {
+    /// What `cfg` asks of the backends: each store's section (off when there is none), in the
+    /// config's project folder, with the databases `databases` name.
+    pub fn for_config(cfg: &crate::spec::Config, databases: Vec<String>) -> BackendsPlan {
+        let mode = |m: Option<Mode>| m.unwrap_or(Mode::None);
+        let mut postgres = cfg.postgres.clone().unwrap_or_default();
+        postgres.mode = mode(cfg.postgres.as_ref().map(|p| p.mode));
+        let mut redis = cfg.redis.clone().unwrap_or_default();
+        redis.mode = mode(cfg.redis.as_ref().map(|r| r.mode));
+        BackendsPlan {
+            postgres,
+            redis,
+            project_dir: cfg.project_dir.clone(),
+            databases,
+        }
+    }
+}
+
 /// Why the backing stores could not be provided. `Display` says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::StatusArgs;
-use crate::up::state::EmuState;
+use crate::state::EmuState;
 
 /// `emu status`: asks the running emu's `/_emu/status` and prints it.
 pub(super) async fn run_status(args: StatusArgs) -> ExitCode {

@@ -2,11 +2,10 @@
 //! running in the same folder (from `.emu/backends.json`), or, with none running, backends of
 //! its own for the length of the execution.
 
-use crate::backends::{self, BackendError, Backends};
+use crate::backends::{self, BackendError, Backends, BackendsPlan};
 use crate::secrets::{SecretError, SecretStore};
 use crate::spec::{Config, JobSpec};
-use crate::up::backends_plan;
-use crate::up::state::BackendsState;
+use crate::state::BackendsState;
 
 use super::Execution;
 
@@ -83,7 +82,7 @@ pub async fn run_outside_up(cfg: &Config, name: Option<&str>) -> Result<Executio
     let (mut env, own): (_, Option<Backends>) = match BackendsState::read_live(&cfg.project_dir) {
         Some(running) => (running_env(&running, job), None),
         None => {
-            let plan = backends_plan(cfg, job.database.iter().cloned().collect());
+            let plan = BackendsPlan::for_config(cfg, job.database.iter().cloned().collect());
             let b = backends::start(plan).await?;
             (
                 b.env(job.database.as_deref(), &job.database_env, &job.redis_env),

@@ -107,52 +107,9 @@ pub(crate) fn validate_service(
     }
     check_env(&raw.env, &here)?;
     let (concurrency, min_instances, max_instances) = instance_bounds(&raw, &here)?;
-    let timeout = raw.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
-    if timeout.is_zero() || timeout > limits::MAX_TIMEOUT {
-        return Err(here.err(
-            Field::Timeout,
-            format!(
-                "request timeout {} is out of range: Cloud Run allows 1 s to 3600 s",
-                humantime::format_duration(timeout)
-            ),
-        ));
-    }
-    let container_port = match raw.container_port {
-        None => limits::DEFAULT_CONTAINER_PORT,
-        Some(p) => port_in_range(p).ok_or_else(|| {
-            here.err(
-                Field::ContainerPort,
-                format!("container port {p} is out of range: use 1 to 65535"),
-            )
-        })?,
-    };
-    let port = match raw.port {
-        None => None,
-        Some(p) => Some(port_in_range(p).ok_or_else(|| {
-            here.err(
-                Field::Port,
-                format!("port {p} is out of range: use 1 to 65535"),
-            )
-        })?),
-    };
+    let (timeout, container_port, port) = timeout_and_ports(&raw, &here)?;
     let runner = runner(&raw, extra_command, &here)?;
-    let startup_probe = raw
-        .startup_probe
-        .clone()
-        .unwrap_or_else(Probe::default_startup);
-    check_probe(
-        &startup_probe,
-        "startup_probe",
-        true,
-        Field::StartupProbe,
-        &here,
-    )?;
-    if let Some(p) = &raw.liveness_probe {
-        check_probe(p, "liveness_probe", false, Field::LivenessProbe, &here)?;
-    }
-    if let Some(p) = &raw.readiness_probe {
-        check_probe(p, "readiness_probe", false, Field::ReadinessProbe, &here)?;
-    }
+    let startup_probe = probes(&raw, &here)?;
     check_timing(&raw, &here)?;
     check_backend_names(&raw, &here)?;
     let profile = raw
@@ -222,6 +179,64 @@ fn origin_of(raw: &RawService, file: &Path, at: Locator<'_>) -> Origin {
             .filter_map(|(target, _)| at(Field::Secret(target)).map(|l| (target.clone(), l)))
             .collect(),
     }
+}
+
+/// The request timeout, the container's port and the service's own front door port.
+fn timeout_and_ports(
+    raw: &RawService,
+    here: &At<'_>,
+) -> Result<(Duration, u16, Option<u16>), SpecError> {
+    let timeout = raw.timeout.unwrap_or(limits::DEFAULT_TIMEOUT);
+    if timeout.is_zero() || timeout > limits::MAX_TIMEOUT {
+        return Err(here.err(
+            Field::Timeout,
+            format!(
+                "request timeout {} is out of range: Cloud Run allows 1 s to 3600 s",
+                humantime::format_duration(timeout)
+            ),
+        ));
+    }
+    let container_port = match raw.container_port {
+        None => limits::DEFAULT_CONTAINER_PORT,
+        Some(p) => port_in_range(p).ok_or_else(|| {
+            here.err(
+                Field::ContainerPort,
+                format!("container port {p} is out of range: use 1 to 65535"),
+            )
+        })?,
+    };
+    let port = match raw.port {
+        None => None,
+        Some(p) => Some(port_in_range(p).ok_or_else(|| {
+            here.err(
+                Field::Port,
+                format!("port {p} is out of range: use 1 to 65535"),
+            )
+        })?),
+    };
+    Ok((timeout, container_port, port))
+}
+
+/// Checks the probes; returns the startup probe (Cloud Run's default when none is written).
+fn probes(raw: &RawService, here: &At<'_>) -> Result<Probe, SpecError> {
+    let startup_probe = raw
+        .startup_probe
+        .clone()
+        .unwrap_or_else(Probe::default_startup);
+    check_probe(
+        &startup_probe,
+        "startup_probe",
+        true,
+        Field::StartupProbe,
+        here,
+    )?;
+    if let Some(p) = &raw.liveness_probe {
+        check_probe(p, "liveness_probe", false, Field::LivenessProbe, here)?;
+    }
+    if let Some(p) = &raw.readiness_probe {
+        check_probe(p, "readiness_probe", false, Field::ReadinessProbe, here)?;
+    }
+    Ok(startup_probe)
 }
 
 fn port_in_range(p: i64) -> Option<u16> {

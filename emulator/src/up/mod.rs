@@ -7,10 +7,8 @@
 mod listen;
 mod prepare;
 mod serve;
-pub mod state;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -18,11 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::backends::{BackendError, Backends};
 use crate::secrets::{SecretError, SecretStore};
 use crate::spec::Config;
+use crate::state::{self, BackendsState};
 use crate::telemetry::{LogFormat, LogTarget, RequestLogger};
 pub use listen::{bind, Listeners};
-pub use prepare::backends_plan;
 use serve::ServeParts;
-use state::BackendsState;
 
 /// What `emu up` takes besides the config: how requests are logged, how long to drain.
 #[derive(Debug, Clone)]
@@ -63,11 +60,6 @@ pub enum UpError {
     Secrets(#[from] SecretError),
     #[error("not starting: job {job} failed")]
     JobFailed { job: String },
-    #[error("cannot write {path}: {source}")]
-    State {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 impl UpError {
@@ -77,7 +69,7 @@ impl UpError {
             UpError::Backends(BackendError::Config(_)) => 2,
             UpError::Backends(_) => 1,
             UpError::Secrets(_) | UpError::RequestLog { .. } => 2,
-            UpError::Bind { .. } | UpError::JobFailed { .. } | UpError::State { .. } => 1,
+            UpError::Bind { .. } | UpError::JobFailed { .. } => 1,
         }
     }
 }

@@ -10,22 +10,6 @@ use crate::backends::{Backends, BackendsPlan, Mode};
 use crate::secrets::SecretStore;
 use crate::spec::{Config, JobSpec};
 
-/// What the config asks of the backends: each store's section (off when there is none) and the
-/// databases `databases` name.
-pub fn backends_plan(cfg: &Config, databases: Vec<String>) -> BackendsPlan {
-    let off = |mode: Option<Mode>| mode.unwrap_or(Mode::None);
-    let mut postgres = cfg.postgres.clone().unwrap_or_default();
-    postgres.mode = off(cfg.postgres.as_ref().map(|p| p.mode));
-    let mut redis = cfg.redis.clone().unwrap_or_default();
-    redis.mode = off(cfg.redis.as_ref().map(|r| r.mode));
-    BackendsPlan {
-        postgres,
-        redis,
-        project_dir: cfg.project_dir.clone(),
-        databases,
-    }
-}
-
 /// Starts the backends every service of `cfg` needs, saying what it starts.
 pub(super) async fn start_backends(cfg: &Config) -> Result<(Backends, bool), UpError> {
     let databases = cfg
@@ -33,7 +17,7 @@ pub(super) async fn start_backends(cfg: &Config) -> Result<(Backends, bool), UpE
         .iter()
         .filter_map(|s| s.database.clone())
         .collect();
-    let plan = backends_plan(cfg, databases);
+    let plan = BackendsPlan::for_config(cfg, databases);
     let wanted = plan.postgres.mode != Mode::None || plan.redis.mode != Mode::None;
     if wanted {
         eprintln!(

@@ -112,29 +112,14 @@ pub(super) fn read(
     let mut warnings: Vec<String> = Vec::new();
     collect_unknown(root, "", &mut unmodelled);
 
-    let metadata = root.map_at("metadata");
-    let name = metadata
-        .and_then(|m| m.get("name"))
-        .and_then(Node::as_str)
-        .ok_or_else(|| {
-            place.err(
-                root.line_of("metadata"),
-                "metadata.name is missing: the service needs a name".into(),
-            )
-        })?;
-    let spec = root
-        .map_at("spec")
-        .ok_or_else(|| place.err(root.line_of("spec"), "spec is missing".into()))?;
-    let template = spec
-        .map_at("template")
-        .ok_or_else(|| place.err(root.line_of("spec"), "spec.template is missing".into()))?;
-    let tmeta = template.map_at("metadata");
-    let tspec = template.map_at("spec").ok_or_else(|| {
-        place.err(
-            spec.line_of("template"),
-            "spec.template.spec is missing".into(),
-        )
-    })?;
+    let Template {
+        metadata,
+        name,
+        spec,
+        template,
+        tmeta,
+        tspec,
+    } = template(root, place)?;
     let mut raw = RawService {
         name: name.to_string(),
         revision: tmeta
@@ -206,6 +191,54 @@ pub(super) fn read(
         service,
         warnings,
         cloudsql,
+    })
+}
+
+/// The parts of a Knative Service that hold what emu reads.
+struct Template<'a> {
+    metadata: Option<&'a Node>,
+    name: &'a str,
+    spec: &'a Node,
+    template: &'a Node,
+    /// The revision template's metadata (its name, annotations).
+    tmeta: Option<&'a Node>,
+    /// The revision template's pod spec.
+    tspec: &'a Node,
+}
+
+/// Finds the service's name and revision template; a missing part is reported at the line of
+/// its parent's key.
+fn template<'a>(root: &'a Node, place: &Place<'_>) -> Result<Template<'a>, SpecError> {
+    let metadata = root.map_at("metadata");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .ok_or_else(|| {
+            place.err(
+                root.line_of("metadata"),
+                "metadata.name is missing: the service needs a name".into(),
+            )
+        })?;
+    let spec = root
+        .map_at("spec")
+        .ok_or_else(|| place.err(root.line_of("spec"), "spec is missing".into()))?;
+    let template = spec
+        .map_at("template")
+        .ok_or_else(|| place.err(root.line_of("spec"), "spec.template is missing".into()))?;
+    let tmeta = template.map_at("metadata");
+    let tspec = template.map_at("spec").ok_or_else(|| {
+        place.err(
+            spec.line_of("template"),
+            "spec.template.spec is missing".into(),
+        )
+    })?;
+    Ok(Template {
+        metadata,
+        name,
+        spec,
+        template,
+        tmeta,
+        tspec,
     })
 }
 

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::UpError;
-
 /// `.emu/emu.json`: where the running emu's front door listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmuState {
@@ -54,7 +52,7 @@ impl BackendsState {
     }
 
     /// Writes `.emu/backends.json` (mode 0600: it holds passwords).
-    pub(super) fn write(&self, project_dir: &Path) -> std::io::Result<()> {
+    pub fn write(&self, project_dir: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let dir = emu_dir(project_dir);
         std::fs::create_dir_all(&dir)?;
@@ -69,12 +67,20 @@ impl BackendsState {
     }
 }
 
+/// A state file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct StateError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Writes `.emu/emu.pid` and `.emu/emu.json` so `emu status` and `emu down` find this emu.
-pub fn write_state(project_dir: &Path, addr: SocketAddr) -> Result<PathBuf, UpError> {
+pub fn write_state(project_dir: &Path, addr: SocketAddr) -> Result<PathBuf, StateError> {
     let dir = emu_dir(project_dir);
     let fail = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| UpError::State { path, source }
+        move |source| StateError { path, source }
     };
     std::fs::create_dir_all(&dir).map_err(fail(&dir))?;
     let pid = dir.join("emu.pid");
@@ -85,11 +91,9 @@ pub fn write_state(project_dir: &Path, addr: SocketAddr) -> Result<PathBuf, UpEr
         port: addr.port(),
         host: addr.ip(),
     };
-    let text = serde_json::to_string(&state).map_err(|e| UpError::State {
-        path: json.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(&json, text).map_err(fail(&json))?;
+    let text = serde_json::to_string(&state).map_err(std::io::Error::other);
+    text.and_then(|t| std::fs::write(&json, t))
+        .map_err(fail(&json))?;
     Ok(dir)
 }
 

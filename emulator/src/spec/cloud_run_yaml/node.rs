@@ -179,6 +179,8 @@ fn error(line: usize, message: impl Into<String>) -> ParseError {
 
 /// Parses one YAML document (an empty text is a null document).
 pub(super) fn parse(src: &str) -> Result<Node, ParseError> {
+    // A byte order mark (editors on Windows write one) is not part of the first key.
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let mut parser = Parser::new_from_str(src);
     let mut b = Builder {
         frames: Vec::new(),
@@ -482,5 +484,12 @@ mod tests {
             parse("").unwrap().kind,
             Kind::Scalar(Scalar::Null)
         ));
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_are_read_as_editors_write_them() {
+        let doc = parse("\u{feff}a: 1\r\nb: 2\r\n").unwrap();
+        assert_eq!(doc.get("a").unwrap().as_i64(), Some(1));
+        assert_eq!(doc.line_of("b"), 2);
     }
 }

@@ -1,11 +1,12 @@
 //! emu: Cloud Run on a laptop.
 //!
-//! Rooms, each with one job (see `shared/docs/design.md`): `spec` turns config into validated
-//! services, `model` (the `emu-model` crate) holds the pure autoscaler and admission rules,
-//! `frontdoor` is the proxy (routing, admission, forwarding, Cloud Run's errors), `instances`
-//! starts and stops instances, `scaler` samples and decides, `timeline` records what happened,
-//! `backends` runs PostgreSQL and Redis, `admin` answers `/_emu/`, `demo` is the built-in demo
-//! service.
+//! Rooms, each with one job (docs/ARCHITECTURE.md): `spec` turns config into one validated
+//! `Config`, `up` puts everything together from it (`cli` only parses the command line),
+//! `model` (the `emu-model` crate) holds the pure autoscaler and admission rules, `frontdoor` is
+//! the proxy (Cloud Run's rules, forwarding, errors), `admission` is the live queue, `service`
+//! a running service and its supervisor, `instances` an instance and its runners and probes,
+//! `scaler` samples and decides, `timeline` records what happened, `backends` runs PostgreSQL
+//! and Redis, `jobs` runs Cloud Run jobs, `admin` answers `/_emu/`, `demo` is the built-in demo.
 
 pub mod admin;
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod secrets;
 pub mod service;
 pub mod simulate_cli;
 pub mod spec;
+pub mod state;
 pub mod telemetry;
 pub mod timeline;
 pub mod up;

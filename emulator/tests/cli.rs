@@ -300,3 +300,63 @@ fn bad_front_door_settings_in_the_environment_exit_2_naming_them() {
         assert!(err.contains("unset it"), "says what to do: {err}");
     }
 }
+
+#[test]
+fn command_line_settings_are_checked_with_the_config_naming_its_line() {
+    // `--port N` while a service has `port = N`: a config error at the service's line, exit 2,
+    // before anything binds (not "address in use", exit 1).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "emu.toml",
+        &format!(
+            "[[service]]\nname = \"api\"\ncommand = [\"{{EMU}}\", \"demo-app\"]\nport = {port}\n"
+        ),
+    );
+    let p = port.to_string();
+    let (code, err) = run_emu(dir.path(), &["up", "--port", &p]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("emu.toml:4:"),
+        "names the service's port line: {err}"
+    );
+    assert!(
+        err.contains(&format!("--port {port}")),
+        "names the flag: {err}"
+    );
+    assert!(!err.contains("cannot listen"), "{err}");
+
+    // `--backends native` over `[postgres] url = …`: the url's line.
+    write(
+        dir.path(),
+        "emu.toml",
+        "[[service]]\nname = \"api\"\ncommand = [\"x\"]\n\n[postgres]\nmode = \"external\"\nurl = \"postgres://u:p@127.0.0.1:1/db\"\n",
+    );
+    let (code, err) = run_emu(dir.path(), &["up", "--port", "0", "--backends", "native"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("emu.toml:7:") && err.contains("url"), "{err}");
+    assert!(!err.contains("u:p@"), "no password in the error: {err}");
+
+    // Two service YAMLs that name the same service: the second file's line, and the first's.
+    let svc = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n      - image: hello\n";
+    write(dir.path(), "a.yaml", svc);
+    write(
+        dir.path(),
+        "b.yaml",
+        &format!("# the same service again\n{svc}"),
+    );
+    let (code, err) = run_emu(
+        dir.path(),
+        &[
+            "up", "--port", "0", "-f", "a.yaml", "-f", "b.yaml", "--", "true",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("b.yaml:5:") && err.contains("a.yaml:4"),
+        "{err}"
+    );
+}

@@ -26,6 +26,22 @@ pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendEr
     let project_dir = &std::path::absolute(project_dir)
         .map_err(|e| BackendError::io(format!("resolving {}", project_dir.display()), e))?;
     let emu_dir = project_dir.join(".emu");
+    let mut report = stop_recorded_emu(project_dir, &emu_dir).await?;
+    let compose_file = emu_dir.join("compose.yaml");
+    if !volumes && compose_file.exists() && docker_available().await {
+        report.push(stop_kept_containers(project_dir, &compose_file).await);
+    }
+    if volumes {
+        remove_volumes(project_dir, &emu_dir, &mut report).await?;
+    }
+    Ok(report.join("\n"))
+}
+
+/// Stops the `emu up` recorded in `.emu/emu.pid` (a stale pid file is just removed).
+async fn stop_recorded_emu(
+    project_dir: &Path,
+    emu_dir: &Path,
+) -> Result<Vec<String>, BackendError> {
     let mut report: Vec<String> = Vec::new();
     let pid_file = emu_dir.join("emu.pid");
     match fs::read_to_string(&pid_file) {
@@ -58,80 +74,85 @@ pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendEr
         }
     }
 
-    let compose_file = emu_dir.join("compose.yaml");
-    if !volumes && compose_file.exists() && docker_available().await {
-        // A killed emu leaves its containers running; stop them (kept for the next `emu up`).
+    Ok(report)
+}
+
+/// A killed emu leaves its containers running: stops them (kept for the next `emu up`).
+async fn stop_kept_containers(project_dir: &Path, compose_file: &Path) -> String {
+    match compose(
+        project_dir,
+        compose_file,
+        &["stop", "-t", "10"],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await
+    {
+        Ok(_) => format!(
+            "stopped docker containers of compose project {} (kept; `emu down --volumes` removes them)",
+            compose_project(project_dir)
+        ),
+        Err(e) => format!("docker compose stop failed: {e}"),
+    }
+}
+
+/// Removes the docker containers and volumes and the native data folders of the project.
+async fn remove_volumes(
+    project_dir: &Path,
+    emu_dir: &Path,
+    report: &mut Vec<String>,
+) -> Result<(), BackendError> {
+    if docker_available().await {
+        let file = write_compose_file(project_dir)?;
         match compose(
             project_dir,
-            &compose_file,
-            &["stop", "-t", "10"],
+            &file,
+            &["down", "--volumes", "--remove-orphans", "-t", "10"],
             &[],
             Duration::from_secs(120),
         )
         .await
         {
             Ok(_) => report.push(format!(
-                "stopped docker containers of compose project {} (kept; `emu down --volumes` removes them)",
+                "removed docker containers and volumes of compose project {}",
                 compose_project(project_dir)
             )),
-            Err(e) => report.push(format!("docker compose stop failed: {e}")),
+            Err(e) => report.push(format!("docker compose down --volumes failed: {e}")),
         }
-    }
-
-    if volumes {
-        if docker_available().await {
-            let file = write_compose_file(project_dir)?;
-            match compose(
-                project_dir,
-                &file,
-                &["down", "--volumes", "--remove-orphans", "-t", "10"],
-                &[],
-                Duration::from_secs(120),
-            )
-            .await
-            {
-                Ok(_) => report.push(format!(
-                    "removed docker containers and volumes of compose project {}",
-                    compose_project(project_dir)
-                )),
-                Err(e) => report.push(format!("docker compose down --volumes failed: {e}")),
-            }
-            // `down --volumes` removes the volumes named with this run's variables; one per
-            // PostgreSQL version may exist, so remove every volume labelled with the project.
-            let label = format!(
-                "label=com.docker.compose.project={}",
-                compose_project(project_dir)
-            );
-            if let Ok(list) = docker_cmd(&["volume", "ls", "-q", "--filter", &label]).await {
-                for v in list.split_whitespace() {
-                    match docker_cmd(&["volume", "rm", v]).await {
-                        Ok(_) => report.push(format!("removed docker volume {v}")),
-                        Err(e) => report.push(format!("could not remove docker volume {v}: {e}")),
-                    }
+        // `down --volumes` removes the volumes named with this run's variables; one per
+        // PostgreSQL version may exist, so remove every volume labelled with the project.
+        let label = format!(
+            "label=com.docker.compose.project={}",
+            compose_project(project_dir)
+        );
+        if let Ok(list) = docker_cmd(&["volume", "ls", "-q", "--filter", &label]).await {
+            for v in list.split_whitespace() {
+                match docker_cmd(&["volume", "rm", v]).await {
+                    Ok(_) => report.push(format!("removed docker volume {v}")),
+                    Err(e) => report.push(format!("could not remove docker volume {v}: {e}")),
                 }
             }
-        } else {
-            report.push("no Docker engine answers: no containers to remove".into());
         }
-        let pg = emu_dir.join("postgres");
-        if let Ok(location) = fs::read_to_string(pg.join("location")) {
-            let elsewhere = Path::new(location.trim());
-            if elsewhere.starts_with("/var/lib/emu/postgres") && elsewhere.exists() {
-                fs::remove_dir_all(elsewhere).map_err(|e| {
-                    BackendError::io(format!("removing {}", elsewhere.display()), e)
-                })?;
-                report.push(format!("removed PostgreSQL data {}", elsewhere.display()));
-            }
-        }
-        for dir in [pg, emu_dir.join("redis")] {
-            if dir.exists() {
-                fs::remove_dir_all(&dir)
-                    .map_err(|e| BackendError::io(format!("removing {}", dir.display()), e))?;
-                report.push(format!("removed {}", dir.display()));
-            }
+    } else {
+        report.push("no Docker engine answers: no containers to remove".into());
+    }
+    let pg = emu_dir.join("postgres");
+    if let Ok(location) = fs::read_to_string(pg.join("location")) {
+        let elsewhere = Path::new(location.trim());
+        if elsewhere.starts_with("/var/lib/emu/postgres") && elsewhere.exists() {
+            fs::remove_dir_all(elsewhere)
+                .map_err(|e| BackendError::io(format!("removing {}", elsewhere.display()), e))?;
+            report.push(format!("removed PostgreSQL data {}", elsewhere.display()));
         }
     }
-    Ok(report.join("\n"))
+    for dir in [pg, emu_dir.join("redis")] {
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .map_err(|e| BackendError::io(format!("removing {}", dir.display()), e))?;
+            report.push(format!("removed {}", dir.display()));
+        }
+    }
+    Ok(())
 }
 
 async fn docker_cmd(args: &[&str]) -> Result<String, BackendError> {

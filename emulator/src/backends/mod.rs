@@ -9,7 +9,6 @@
 //! Native data lives under `<project>/.emu/` (see the `native` module); docker mode runs
 //! `docker/compose.yaml` (embedded in the binary, see [`docker`]).
 
-mod config;
 pub mod docker;
 mod down;
 mod external;
@@ -20,9 +19,11 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-pub use config::{
-    tier_max_connections, ConfigIssue, Mode, PostgresConfig, RedisConfig, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_POSTGRES_VERSION, DEFAULT_REDIS_VERSION, POSTGRES_VERSIONS, REDIS_VERSIONS,
+/// The `[postgres]` / `[redis]` config is the spec's; re-exported here for callers of [`start`].
+pub use crate::spec::stores::{
+    mask_url, tier_max_connections, ConfigIssue, Mode, PostgresConfig, RedisConfig,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_POSTGRES_VERSION, DEFAULT_REDIS_VERSION, POSTGRES_VERSIONS,
+    REDIS_VERSIONS,
 };
 pub use docker::{docker_available, DockerInstance};
 pub use down::down;
@@ -47,6 +48,24 @@ pub struct BackendsPlan {
     pub project_dir: PathBuf,
     /// Extra databases services asked for; created at start when missing.
     pub databases: Vec<String>,
+}
+
+impl BackendsPlan {
+    /// What `cfg` asks of the backends: each store's section (off when there is none), in the
+    /// config's project folder, with the databases `databases` name.
+    pub fn for_config(cfg: &crate::spec::Config, databases: Vec<String>) -> BackendsPlan {
+        let mode = |m: Option<Mode>| m.unwrap_or(Mode::None);
+        let mut postgres = cfg.postgres.clone().unwrap_or_default();
+        postgres.mode = mode(cfg.postgres.as_ref().map(|p| p.mode));
+        let mut redis = cfg.redis.clone().unwrap_or_default();
+        redis.mode = mode(cfg.redis.as_ref().map(|r| r.mode));
+        BackendsPlan {
+            postgres,
+            redis,
+            project_dir: cfg.project_dir.clone(),
+            databases,
+        }
+    }
 }
 
 /// Why the backing stores could not be provided. `Display` says what to do.
@@ -187,12 +206,22 @@ impl Backends {
     /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the
     /// shared `app` database) and `REDIS_URL`, each only when that store is on.
     pub fn service_env(&self, database: Option<&str>) -> Vec<(String, String)> {
+        self.env(database, "DATABASE_URL", "REDIS_URL")
+    }
+
+    /// [`Backends::service_env`] under the env names a service or job chose.
+    pub fn env(
+        &self,
+        database: Option<&str>,
+        database_env: &str,
+        redis_env: &str,
+    ) -> Vec<(String, String)> {
         let mut env = Vec::new();
         if let Some(url) = self.database_url(database) {
-            env.push(("DATABASE_URL".to_string(), url));
+            env.push((database_env.to_string(), url));
         }
         if let Some(url) = self.redis_url() {
-            env.push(("REDIS_URL".to_string(), url));
+            env.push((redis_env.to_string(), url));
         }
         env
     }
@@ -404,28 +433,6 @@ pub(crate) async fn pg_ready(url: &str) -> bool {
     )
 }
 
-/// Hides the password of a URL: `postgres://user:pass@host/db` → `postgres://user:****@host/db`.
-/// URLs without a password are returned unchanged.
-pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let masked = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:****"),
-        // `redis://secret@host`: a lone userinfo in a Redis URL is the password.
-        None if url.starts_with("redis") => "****".to_string(),
-        None => userinfo.to_string(),
-    };
-    format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
-}
-
 /// `url` with its path replaced by `/database` (query kept).
 pub fn with_database(url: &str, database: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -494,22 +501,6 @@ pub(crate) async fn ensure_app_role_and_databases(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("postgres://app:secret@127.0.0.1:5432/app"),
-            "postgres://app:****@127.0.0.1:5432/app"
-        );
-        assert_eq!(
-            mask_url("postgres://postgres@127.0.0.1:5432/postgres"),
-            "postgres://postgres@127.0.0.1:5432/postgres"
-        );
-        assert_eq!(mask_url("redis://:pw@h:6379/0"), "redis://:****@h:6379/0");
-        assert_eq!(mask_url("redis://pw@h:6379"), "redis://****@h:6379");
-        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:****@h/db");
-    }
 
     #[test]
     fn replaces_database() {

@@ -268,3 +268,122 @@ fn yaml_errors_name_the_line() {
     let e = yaml(&EXPORT.replace("kind: Service", "kind: Job")).unwrap_err();
     assert!(e.message.contains("kind Service"), "{e}");
 }
+
+/// The line of the first line of `src` containing `needle`.
+fn line_of(src: &str, needle: &str) -> usize {
+    src.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn whole_config_errors_name_the_line_of_the_second_thing() {
+    let src = "[emu]\nport = 9000\n\n[[service]]\nname = \"a\"\ncommand = [\"x\"]\nport = 9001\n\n[[service]]\nname = \"a\"\ncommand = [\"y\"]\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(10), "{e}");
+    assert!(e.message.contains("the other at line 5"), "{e}");
+
+    let src = "[emu]\nport = 9000\n\n[[service]]\nname = \"a\"\ncommand = [\"x\"]\nport = 9000\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(7), "{e}");
+    assert!(e.message.contains("[emu] port, line 2"), "{e}");
+
+    let src = "[[service]]\nname = \"a\"\ncommand = [\"x\"]\nport = 9001\n[[service]]\nname = \"b\"\ncommand = [\"x\"]\nport = 9001\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(e.message.contains("service \"a\" (line 4)"), "{e}");
+
+    let e = toml("# nothing yet\n[emu]\nport = 1\n").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+    assert!(e.message.contains("no service defined"), "{e}");
+
+    let src = "[[service]]\nname = \"a\"\ncommand = [\"x\"]\ndepends_on = [\"migrate\"]\n";
+    assert_eq!(toml(src).unwrap_err().line, Some(4));
+
+    let src = "[[job]]\nname = \"j\"\ncommand = [\"x\"]\n[[job]]\nname = \"j\"\ncommand = [\"y\"]\n[[service]]\nname = \"a\"\ncommand = [\"x\"]\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+
+    let src = "[[service]]\nname = \"a\"\ncommand = [\"x\"]\nenv = { A = \"1\" }\nsecrets = { A_KEY = \"missing:latest\" }\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.message.contains("secret \"missing\""), "{e}");
+
+    let src = "[[service]]\nname = \"a\"\ncommand = [\"x\"]\n\n[postgres]\nmode = \"native\"\ntier = \"db-huge\"\n";
+    let e = toml(src).unwrap_err();
+    assert_eq!(e.line, Some(7), "{e}");
+}
+
+#[test]
+fn command_line_settings_are_checked_with_the_file() {
+    let src = "[[service]]\nname = \"a\"\ncommand = [\"x\"]\nport = 9001\n\n[redis]\nmode = \"external\"\nurl = \"redis://h:1\"\n";
+    let check = |o: Overrides| {
+        let mut cfg = emu_toml::parse_unchecked_for_tests(src);
+        o.apply(&mut cfg);
+        check_config(&cfg)
+    };
+    check(Overrides::default()).unwrap();
+    let e = check(Overrides {
+        port: Some(9001),
+        ..Overrides::default()
+    })
+    .unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("--port 9001"), "{e}");
+    // `--port 0` picks a free port: it clashes with nothing.
+    check(Overrides {
+        port: Some(0),
+        ..Overrides::default()
+    })
+    .unwrap();
+    let e = check(Overrides {
+        backends: Some(stores::Mode::Docker),
+        ..Overrides::default()
+    })
+    .unwrap_err();
+    assert_eq!(e.line, Some(8), "the url's line: {e}");
+}
+
+#[test]
+fn yaml_errors_name_the_line_of_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("  name: api\n", "  nombre: api\n", "metadata:"),
+        (
+            "autoscaling.knative.dev/minScale: '1'",
+            "autoscaling.knative.dev/minScale: '500'",
+            "minScale",
+        ),
+        (
+            "containerConcurrency: 80",
+            "containerConcurrency: 80\n      containerConcurrency: 5",
+            "containerConcurrency: 5",
+        ),
+        (
+            "        - containerPort: 8080",
+            "        - containerPort: 70000",
+            "containerPort",
+        ),
+        (
+            "          periodSeconds: 240",
+            "          periodSeconds: 0",
+            "startupProbe:",
+        ),
+        (
+            "          tcpSocket:\n            port: 8080\n",
+            "          grpc:\n            port: 8080\n",
+            "grpc",
+        ),
+    ];
+    for (from, to, at) in cases {
+        assert!(EXPORT.contains(from), "{from}");
+        let bad = EXPORT.replacen(from, to, 1);
+        let e = yaml(&bad).unwrap_err();
+        assert_eq!(e.line, Some(line_of(&bad, at)), "{to}: {e}");
+    }
+    let e = yaml(&format!("{EXPORT}---\nkind: Service\n")).unwrap_err();
+    assert_eq!(
+        e.line,
+        Some(line_of(&format!("{EXPORT}---\n"), "---")),
+        "{e}"
+    );
+    let e = yaml("just text\n").unwrap_err();
+    assert_eq!(e.line, Some(1), "{e}");
+}

@@ -1,5 +1,8 @@
 //! The `[postgres]` and `[redis]` sections of `emu.toml`: parse (serde, unknown keys refused),
 //! then [`PostgresConfig::validate`] / [`RedisConfig::validate`], which name the key at fault.
+//!
+//! These are plain config: the spec reads and validates them, `backends` runs what they ask for
+//! (data flows spec → backends, never back).
 
 use serde::{Deserialize, Serialize};
 
@@ -246,7 +249,7 @@ fn check_url(
                     &key,
                     format!(
                         "{} does not start with {}; use e.g. \"{example}\"",
-                        super::mask_url(u),
+                        mask_url(u),
                         schemes.join(" or ")
                     ),
                 ))
@@ -263,7 +266,7 @@ fn check_url(
     }
 }
 
-/// Cloud SQL's default `max_connections` for a tier (cloud-run-behavior.md §5).
+/// Cloud SQL's default `max_connections` for a tier (Cloud SQL's documented table).
 ///
 /// Accepts `db-f1-micro`, `db-g1-small`, `db-custom-<CPUS>-<MEMORY_MB>`,
 /// `db-n1-standard-<N>` (3.75 GB per vCPU) and `db-n1-highmem-<N>` (6.5 GB per vCPU).
@@ -330,6 +333,29 @@ pub fn tier_max_connections(tier: &str) -> Result<u32, String> {
     })
 }
 
+/// Hides the password of a URL: `postgres://user:pass@host/db` → `postgres://user:****@host/db`.
+/// URLs without a password are returned unchanged. Lives with the config so that an error about
+/// a configured URL never prints its password.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:****"),
+        // `redis://secret@host`: a lone userinfo in a Redis URL is the password.
+        None if url.starts_with("redis") => "****".to_string(),
+        None => userinfo.to_string(),
+    };
+    format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +387,22 @@ mod tests {
             assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
         }
         assert!("podman".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("postgres://app:secret@127.0.0.1:5432/app"),
+            "postgres://app:****@127.0.0.1:5432/app"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(mask_url("redis://:pw@h:6379/0"), "redis://:****@h:6379/0");
+        assert_eq!(mask_url("redis://pw@h:6379"), "redis://****@h:6379");
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(mask_url("postgres://u:p@ss@h/db"), "postgres://u:****@h/db");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! contract's env (`CLOUD_RUN_JOB`, `CLOUD_RUN_EXECUTION`, `CLOUD_RUN_TASK_INDEX`,
 //! `CLOUD_RUN_TASK_ATTEMPT`, `CLOUD_RUN_TASK_COUNT`).
 
+mod standalone;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::JobSpec;
+pub use standalone::{run_outside_up, JobRunError};
 
 /// How one task ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -166,44 +169,8 @@ async fn run_attempt(
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", job.command.join(" ")))?;
     let pid = child.id().unwrap_or(0);
-    let prefix = format!("{execution}-task{index}");
-    let tail = Arc::new(parking_lot::Mutex::new(std::collections::VecDeque::new()));
-    let mut readers = Vec::new();
-    for (stream, is_err) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            false,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            true,
-        ),
-    ] {
-        let Some(stream) = stream else { continue };
-        let tail = tail.clone();
-        let prefix = prefix.clone();
-        readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if is_err {
-                    eprintln!("[{prefix}] {line}");
-                } else {
-                    println!("[{prefix}] {line}");
-                }
-                let mut t = tail.lock();
-                if t.len() == 20 {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-        }));
-    }
+    let tail: Tail = Arc::default();
+    let readers = forward_output(&mut child, &format!("{execution}-task{index}"), &tail);
     let status = tokio::time::timeout(job.timeout, child.wait()).await;
     let result = match status {
         Ok(Ok(s)) if s.success() => Ok(()),
@@ -240,4 +207,41 @@ async fn run_attempt(
             )
         }
     })
+}
+
+/// The last lines a task printed, for the failure message.
+type Tail = Arc<parking_lot::Mutex<std::collections::VecDeque<String>>>;
+
+/// Copies a task's stdout and stderr to emu's, each line prefixed with the task, keeping the
+/// last 20 lines in `tail`.
+fn forward_output(
+    child: &mut tokio::process::Child,
+    prefix: &str,
+    tail: &Tail,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    type Stream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+    let stdout = child.stdout.take().map(|s| Box::new(s) as Stream);
+    let stderr = child.stderr.take().map(|s| Box::new(s) as Stream);
+    let mut readers = Vec::new();
+    for (stream, is_err) in [(stdout, false), (stderr, true)] {
+        let Some(stream) = stream else { continue };
+        let tail = tail.clone();
+        let prefix = prefix.to_string();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if is_err {
+                    eprintln!("[{prefix}] {line}");
+                } else {
+                    println!("[{prefix}] {line}");
+                }
+                let mut t = tail.lock();
+                if t.len() == 20 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }));
+    }
+    readers
 }

@@ -1,0 +1,213 @@
+//! The ingress container of a service YAML: image, port, env (values and secrets), secret
+//! volumes and probes, into a [`RawService`], remembering the line of each env var and secret.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::super::types::{Probe, ProbeAction};
+use super::super::validate::RawService;
+use super::node::Node;
+use super::Place;
+use crate::secrets::SecretUse;
+
+/// Lines of what the container declares, for errors found when the service is validated.
+#[derive(Debug, Default)]
+pub(super) struct ContainerLines {
+    /// Each env var's entry, by name.
+    pub env: BTreeMap<String, usize>,
+    /// Each secret's declaration, by target (env name or file path).
+    pub secrets: BTreeMap<String, usize>,
+}
+
+/// With sidecars, the ingress container is the one that declares a port.
+pub(super) fn ingress<'a>(
+    containers: &'a [Node],
+    warnings: &mut Vec<String>,
+    place: &Place<'_>,
+    line: usize,
+) -> Result<&'a Node, crate::spec::SpecError> {
+    let Some(first) = containers.first() else {
+        return Err(place.err(line, "spec.template.spec.containers is empty".into()));
+    };
+    let c = containers
+        .iter()
+        .find(|c| c.get("ports").is_some())
+        .unwrap_or(first);
+    if containers.len() > 1 {
+        warnings.push(format!(
+            "{} containers: emu runs the ingress container only (sidecars are not modelled)",
+            containers.len()
+        ));
+    }
+    if c.as_map().is_none() {
+        return Err(place.err(c.line, "a container must be a mapping".into()));
+    }
+    Ok(c)
+}
+
+/// Reads env, secret volumes and probes of container `c` (in the pod spec `tspec`).
+pub(super) fn read(
+    c: &Node,
+    tspec: &Node,
+    raw: &mut RawService,
+    unmodelled: &mut Vec<String>,
+    place: &Place<'_>,
+) -> Result<ContainerLines, crate::spec::SpecError> {
+    let mut lines = ContainerLines::default();
+    let first_port = c
+        .get("ports")
+        .and_then(Node::as_seq)
+        .and_then(|p| p.first());
+    raw.container_port = first_port
+        .and_then(|p| p.get("containerPort"))
+        .and_then(Node::as_i64);
+    raw.protocol = first_port
+        .and_then(|p| p.get("name"))
+        .and_then(Node::as_str)
+        .map(str::to_string);
+    if let Some(env) = c.get("env").and_then(Node::as_seq) {
+        for e in env {
+            let Some(n) = e.get("name").and_then(Node::as_str) else {
+                return Err(place.err(e.line, "an env entry has no name".into()));
+            };
+            let line = e.line_of("name");
+            lines.env.entry(n.to_string()).or_insert(line);
+            if let Some(v) = e.get("value") {
+                raw.env.push((n.to_string(), v.text().unwrap_or_default()));
+            } else if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
+                let reference = secret_key_ref(r);
+                raw.secrets
+                    .add(n, &reference)
+                    .map_err(|m| place.err(line, format!("env {n}: {m}")))?;
+                lines.secrets.insert(n.to_string(), line);
+            } else {
+                raw.env.push((n.to_string(), String::new()));
+            }
+        }
+    }
+    if let Some(mounts) = c.get("volumeMounts").and_then(Node::as_seq) {
+        secret_volumes(
+            mounts,
+            tspec,
+            &mut raw.secrets,
+            &mut lines,
+            unmodelled,
+            place,
+        )?;
+    }
+    raw.startup_probe = probe(c, "startupProbe", true, place)?;
+    raw.liveness_probe = probe(c, "livenessProbe", false, place)?;
+    raw.readiness_probe = probe(c, "readinessProbe", false, place)?;
+    Ok(lines)
+}
+
+/// `valueFrom.secretKeyRef` as `name:version` (`key` is the version; latest by default).
+pub(super) fn secret_key_ref(r: &Node) -> String {
+    let name = r.get("name").and_then(Node::as_str).unwrap_or("");
+    let version = r
+        .get("key")
+        .and_then(Node::text)
+        .unwrap_or_else(|| "latest".into());
+    format!("{name}:{version}")
+}
+
+/// Secret volumes: `volumes[].secret` mounted by `volumeMounts[]` at a path. Mounts of other
+/// volumes are listed as not modelled.
+fn secret_volumes(
+    mounts: &[Node],
+    tspec: &Node,
+    secrets: &mut SecretUse,
+    lines: &mut ContainerLines,
+    unmodelled: &mut Vec<String>,
+    place: &Place<'_>,
+) -> Result<(), crate::spec::SpecError> {
+    let volumes = tspec.get("volumes").and_then(Node::as_seq).unwrap_or(&[]);
+    for m in mounts {
+        let vname = m.get("name").and_then(Node::as_str).unwrap_or("");
+        let mount_path = m.get("mountPath").and_then(Node::as_str).unwrap_or("");
+        let vol = volumes
+            .iter()
+            .find(|v| v.get("name").and_then(Node::as_str) == Some(vname));
+        let Some(secret) = vol.and_then(|v| v.get("secret")) else {
+            unmodelled.push(format!(
+                "spec.template.spec.volumes[{vname}] (not a secret volume)"
+            ));
+            continue;
+        };
+        let secret_name = secret
+            .get("secretName")
+            .and_then(Node::as_str)
+            .unwrap_or("");
+        let items = secret.get("items").and_then(Node::as_seq).unwrap_or(&[]);
+        let base = mount_path.trim_end_matches('/');
+        let mut add = |file: &str, version: &str, line: usize| {
+            let target = format!("{base}/{file}");
+            secrets
+                .add(&target, &format!("{secret_name}:{version}"))
+                .map_err(|m| place.err(line, m))?;
+            lines.secrets.insert(target, line);
+            Ok::<(), crate::spec::SpecError>(())
+        };
+        if items.is_empty() {
+            add(secret_name, "latest", m.line)?;
+        }
+        for it in items {
+            let version = it
+                .get("key")
+                .and_then(Node::text)
+                .unwrap_or_else(|| "latest".into());
+            let file = it.get("path").and_then(Node::as_str).unwrap_or(secret_name);
+            add(file, &version, it.line)?;
+        }
+    }
+    Ok(())
+}
+
+/// The probe at `key` of container `c`.
+fn probe(
+    c: &Node,
+    key: &str,
+    startup: bool,
+    place: &Place<'_>,
+) -> Result<Option<Probe>, crate::spec::SpecError> {
+    let Some((k, v)) = c.entry(key) else {
+        return Ok(None);
+    };
+    let action = if let Some(h) = v.get("httpGet") {
+        ProbeAction::Http {
+            path: h
+                .get("path")
+                .and_then(Node::as_str)
+                .unwrap_or("/")
+                .to_string(),
+        }
+    } else if v.get("tcpSocket").is_some() {
+        ProbeAction::Tcp
+    } else if v.get("grpc").is_some() {
+        return Err(place.err(
+            v.line_of("grpc"),
+            "gRPC probes are not supported by emu yet: use httpGet or tcpSocket".into(),
+        ));
+    } else {
+        return Err(place.err(k.line, "a probe needs httpGet or tcpSocket".into()));
+    };
+    let mut p = if startup {
+        Probe::explicit_startup(action)
+    } else {
+        Probe::explicit_liveness(action)
+    };
+    let secs = |k: &str| v.get(k).and_then(Node::as_i64);
+    if let Some(s) = secs("initialDelaySeconds") {
+        p.initial_delay = Duration::from_secs(s.max(0) as u64);
+    }
+    if let Some(s) = secs("periodSeconds") {
+        p.period = Duration::from_secs(s.max(0) as u64);
+    }
+    if let Some(s) = secs("timeoutSeconds") {
+        p.timeout = Duration::from_secs(s.max(0) as u64);
+    }
+    if let Some(s) = secs("failureThreshold") {
+        p.failure_threshold = s.clamp(0, 1000) as u32;
+    }
+    Ok(Some(p))
+}

@@ -299,6 +299,18 @@ fn bad_front_door_settings_in_the_environment_exit_2_naming_them() {
         assert!(err.contains(var) && err.contains(value), "{err}");
         assert!(err.contains("unset it"), "says what to do: {err}");
     }
+    // The same settings in emu.toml, where a bad one names its line.
+    common::write(
+        dir.path(),
+        "emu.toml",
+        "[emu]\nfrontdoor = \"nginx\"\n\n[[service]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    );
+    let (code, err) = common::run_emu(dir.path(), &["up", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("emu.toml:2") && err.contains("\"hyper\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -254,15 +254,15 @@ pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
         port: args.port,
         host: args.host,
         backends: args.backends,
-    };
+        ..Overrides::default()
+    }
+    .frontdoor_from_env()
+    .map_err(|m| SpecError::new(Path::new("environment"), None, m))?;
     spec::load(&source, &overrides, cwd)
 }
 
 async fn run_up(args: UpArgs) -> ExitCode {
     init_tracing();
-    if let Err(e) = crate::frontdoor::loops::check_env() {
-        return fail("emu", e, 2);
-    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let cfg = match load_config(&args, &cwd) {
         Ok(c) => c,

@@ -4,29 +4,31 @@
 //! first byte to last, with no work stealing, no cross-thread wake-ups and a connection pool per
 //! thread without a lock (bench/RESULTS.md).
 //!
-//! `EMU_FRONTDOOR_THREADS=N` sets how many (default: the cores available); `0` serves connections
-//! on the caller's runtime instead.
+//! `[emu] frontdoor_threads` (or `EMU_FRONTDOOR_THREADS`) sets how many (default: the cores
+//! available); `0` serves connections on the caller's runtime instead.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
 /// Round-robin over the loops' handles; empty when connections stay on the caller's runtime.
+#[derive(Clone)]
 pub struct Loops {
-    handles: &'static [Handle],
+    handles: Arc<[Handle]>,
     next: usize,
 }
 
 impl Loops {
-    /// The process's loops, started on first use.
-    pub fn get() -> Loops {
-        static HANDLES: OnceLock<Vec<Handle>> = OnceLock::new();
-        let handles = HANDLES.get_or_init(start);
-        Loops { handles, next: 0 }
+    /// Starts `n` loops (one per core when `None`); they run as long as the process.
+    pub fn start(n: Option<usize>) -> Loops {
+        Loops {
+            handles: start(n.unwrap_or_else(cores)).into(),
+            next: 0,
+        }
     }
 
     /// The loop the next connection goes to, or `None` for the caller's runtime.
-    pub fn pick(&mut self) -> Option<&'static Handle> {
+    pub fn pick(&mut self) -> Option<&Handle> {
         if self.handles.is_empty() {
             return None;
         }
@@ -36,32 +38,7 @@ impl Loops {
     }
 }
 
-/// Checks the front door's environment knobs (`EMU_FRONTDOOR_THREADS`, `EMU_FRONTDOOR`), so a
-/// typo stops `emu up` with a message instead of being ignored.
-pub fn check_env() -> Result<(), String> {
-    threads_from_env()?;
-    match std::env::var("EMU_FRONTDOOR") {
-        Ok(v) if v != "hyper" && v != "fast" => Err(format!(
-            "EMU_FRONTDOOR={v:?} is not a front-door path: set it to \"fast\" (the default) or \"hyper\", or unset it"
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn threads_from_env() -> Result<usize, String> {
-    match std::env::var("EMU_FRONTDOOR_THREADS") {
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            format!(
-                "EMU_FRONTDOOR_THREADS={v:?} is not a number of threads: set a whole number (0 serves on the main runtime) or unset it for one per core"
-            )
-        }),
-        Err(_) => Ok(cores()),
-    }
-}
-
-fn start() -> Vec<Handle> {
-    // `emu up` has checked the value (check_env); anything else falls back to one per core.
-    let n = threads_from_env().unwrap_or_else(|_| cores());
+fn start(n: usize) -> Vec<Handle> {
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
         let rt = match tokio::runtime::Builder::new_current_thread()

@@ -48,6 +48,9 @@ pub struct FrontDoor {
     client: UpstreamClient,
     logger: RequestLogger,
     local: Arc<dyn LocalEndpoints>,
+    /// The HTTP/1.1 fast path on; off, every connection goes hyper's way.
+    fast_path: bool,
+    loops: loops::Loops,
 }
 
 impl FrontDoor {
@@ -55,6 +58,7 @@ impl FrontDoor {
         services: Vec<Arc<ServiceRuntime>>,
         logger: RequestLogger,
         local: Arc<dyn LocalEndpoints>,
+        settings: &crate::spec::FrontdoorSettings,
     ) -> Arc<Self> {
         let by_name = services
             .iter()
@@ -66,6 +70,8 @@ impl FrontDoor {
             client: upstream::upstream_client(),
             logger,
             local,
+            fast_path: settings.fast_path,
+            loops: loops::Loops::start(settings.loops),
         })
     }
 }
@@ -171,7 +177,7 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().writev(false);
     let builder = Arc::new(builder);
-    let mut loops = loops::Loops::get();
+    let mut loops = fd.loops.clone();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,

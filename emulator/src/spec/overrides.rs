@@ -16,6 +16,36 @@ pub struct Overrides {
     pub host: Option<IpAddr>,
     /// How PostgreSQL and Redis are provided, for both (`--backends`).
     pub backends: Option<Mode>,
+    /// The fast path on or off (`EMU_FRONTDOOR=fast|hyper`).
+    pub fast_path: Option<bool>,
+    /// The front door's event loops (`EMU_FRONTDOOR_THREADS`).
+    pub loops: Option<usize>,
+}
+
+impl Overrides {
+    /// The front door's settings from the environment (`EMU_FRONTDOOR`, `EMU_FRONTDOOR_THREADS`),
+    /// one way to set them besides emu.toml's `[emu]`; a value that is not one stops with a
+    /// message naming the variable.
+    pub fn frontdoor_from_env(mut self) -> Result<Self, String> {
+        if let Ok(v) = std::env::var("EMU_FRONTDOOR_THREADS") {
+            self.loops = Some(v.trim().parse::<usize>().map_err(|_| {
+                format!(
+                    "EMU_FRONTDOOR_THREADS={v:?} is not a number of threads: set a whole number (0 serves on the main runtime) or unset it for one per core"
+                )
+            })?);
+        }
+        match std::env::var("EMU_FRONTDOOR") {
+            Ok(v) if v == "fast" => self.fast_path = Some(true),
+            Ok(v) if v == "hyper" => self.fast_path = Some(false),
+            Ok(v) => {
+                return Err(format!(
+                    "EMU_FRONTDOOR={v:?} is not a front-door path: set it to \"fast\" (the default) or \"hyper\", or unset it"
+                ))
+            }
+            Err(_) => {}
+        }
+        Ok(self)
+    }
 }
 
 impl Overrides {
@@ -27,6 +57,12 @@ impl Overrides {
         }
         if let Some(host) = self.host {
             cfg.frontdoor.host = host;
+        }
+        if let Some(on) = self.fast_path {
+            cfg.frontdoor.fast_path = on;
+        }
+        if let Some(n) = self.loops {
+            cfg.frontdoor.loops = Some(n);
         }
         if let Some(mode) = self.backends {
             cfg.postgres.get_or_insert_with(Default::default).mode = mode;

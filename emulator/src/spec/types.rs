@@ -133,6 +133,12 @@ pub struct FrontdoorSettings {
     pub host: IpAddr,
     pub port: u16,
     pub port_from: PortFrom,
+    /// The HTTP/1.1 fast path on (`[emu] frontdoor = "fast"`, the default), or every
+    /// connection on hyper's general path (`"hyper"`, for A/B benchmarks).
+    pub fast_path: bool,
+    /// Event loops, one per core unless set (`[emu] frontdoor_threads`); 0 serves on the main
+    /// runtime.
+    pub loops: Option<usize>,
 }
 
 impl Default for FrontdoorSettings {
@@ -141,6 +147,8 @@ impl Default for FrontdoorSettings {
             host: IpAddr::from([127, 0, 0, 1]),
             port: limits::DEFAULT_FRONTDOOR_PORT,
             port_from: PortFrom::Default,
+            fast_path: true,
+            loops: None,
         }
     }
 }

@@ -71,7 +71,7 @@ pub(super) fn start(
         started_ms: unix_ms(),
         backends: parking_lot::Mutex::new(parts.backends_status),
     });
-    let fd = FrontDoor::new(services.clone(), parts.logger, admin);
+    let fd = FrontDoor::new(services.clone(), parts.logger, admin, &cfg.frontdoor);
 
     let workers = CancellationToken::new();
     let mut supervisors = Vec::new();

@@ -8,8 +8,8 @@
 //! of at most [`MAX_INLINE_BODY`]. Anything else — h2c, HTTP/1.0, chunked or large uploads,
 //! `Expect`, `Upgrade`, `/_emu/`, a head it cannot parse — hands the connection, with every
 //! byte read so far, to the general path (hyper, [`super::proxy::forward`]) at a message
-//! boundary, and it stays there. `EMU_FRONTDOOR=hyper` sends every connection there (for A/B
-//! benchmarks).
+//! boundary, and it stays there. `[emu] frontdoor = "hyper"` (or `EMU_FRONTDOOR=hyper`) sends
+//! every connection there (for A/B benchmarks).
 //!
 //! Behaviour matches the general path: Cloud Run's request headers (X-Forwarded-For/-Proto,
 //! traceparent, X-Cloud-Trace-Context), hop-by-hop headers stripped both ways, `x-emu-instance`
@@ -24,7 +24,7 @@ mod rewind;
 
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
@@ -50,12 +50,6 @@ pub const MAX_INLINE_BODY: usize = 64 * 1024;
 const COALESCE: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
-/// False when `EMU_FRONTDOOR=hyper` asks for the general path only.
-fn fast_path_on() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("EMU_FRONTDOOR").map_or(true, |v| v != "hyper"))
-}
-
 /// Serves one client connection: the fast path while it can, then the general path.
 pub async fn serve_conn(
     fd: Arc<FrontDoor>,
@@ -76,7 +70,7 @@ pub async fn serve_conn(
     // A token of the connection's own: waiting on it touches only this connection's lock, not
     // the one every connection on every thread shares.
     let own = shutdown.child_token();
-    if fast_path_on() && conn.run(&fd, &route, &own).await == End::Close {
+    if fd.fast_path && conn.run(&fd, &route, &own).await == End::Close {
         linger_close(conn.stream);
         return;
     }

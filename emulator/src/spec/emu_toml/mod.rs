@@ -85,6 +85,20 @@ fn parse_unchecked(src: &str, path: &Path) -> Result<Config, SpecError> {
                 line: positions.line(&[Seg::Key("emu"), Seg::Key("port")]),
             };
         }
+        if let Some(chosen) = &emu.frontdoor {
+            cfg.frontdoor.fast_path = match chosen.as_str() {
+                "fast" => true,
+                "hyper" => false,
+                other => {
+                    return Err(SpecError::new(
+                        path,
+                        positions.line(&[Seg::Key("emu"), Seg::Key("frontdoor")]),
+                        format!("frontdoor = {other:?} is not a front-door path: use \"fast\" (the default) or \"hyper\""),
+                    ))
+                }
+            };
+        }
+        cfg.frontdoor.loops = emu.frontdoor_threads.or(cfg.frontdoor.loops);
         if let Some(h) = &emu.host {
             cfg.frontdoor.host = h.parse().map_err(|_| {
                 SpecError::new(

@@ -48,6 +48,9 @@ pub(super) struct JobToml {
 pub(super) struct EmuSection {
     pub port: Option<u16>,
     pub host: Option<String>,
+    /// `"fast"` (default) or `"hyper"`.
+    pub frontdoor: Option<String>,
+    pub frontdoor_threads: Option<usize>,
 }
 
 /// `command = "python3 app.py"` (run by a shell) or `command = ["python3", "app.py"]`.

@@ -1,8 +1,8 @@
 //! Nothing outlives emu: when the process that started native PostgreSQL and Redis is killed
 //! with SIGKILL (no cleanup runs), the kernel's parent-death signal takes the servers down too.
 //!
-//! The test runs itself as the "emu" child: `holder` starts the servers and waits to be killed
-//! when EMU_ORPHAN_TEST_DIR is set, and does nothing otherwise.
+//! The test runs itself as the "emu" child: `holder` (ignored, so it never runs by itself)
+//! starts the servers and waits to be killed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -13,9 +13,10 @@ use emulator::backends::{self, BackendsPlan, Mode, PostgresConfig, RedisConfig};
 const DIR_VAR: &str = "EMU_ORPHAN_TEST_DIR";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the \"emu\" child that `servers_die_with_a_killed_emu` starts and SIGKILLs; not a test by itself"]
 async fn holder() {
     let Some(dir) = std::env::var_os(DIR_VAR).map(PathBuf::from) else {
-        return;
+        panic!("run by servers_die_with_a_killed_emu with {DIR_VAR} set");
     };
     let b = backends::start(BackendsPlan {
         postgres: PostgresConfig {
@@ -57,7 +58,7 @@ async fn servers_die_with_a_killed_emu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "holder", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "holder", "--ignored", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -58,7 +58,13 @@ async fn servers_die_with_a_killed_emu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "holder", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "holder",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_VAR, dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

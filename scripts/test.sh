@@ -40,6 +40,12 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 
+# --- Docker: an engine and the test images, so the docker-mode tests run (they fail without one) -
+# Both scripts are idempotent and cached (docker/README.md): seconds when already done.
+say "Docker engine and test images"
+eval "$(bash scripts/docker-engine.sh)"
+bash scripts/docker-images.sh
+
 # --- Checks and tests --------------------------------------------------------------------------
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -9,9 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::docker::{
-    compose, compose_project, docker as docker_raw, docker_available, write_compose_file,
-};
+use super::docker::{remove_project, stop_project};
 use super::native::process_alive;
 use super::BackendError;
 
@@ -19,17 +17,20 @@ use super::BackendError;
 const DOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Stops the project's `emu up` (SIGTERM, up to 30 s, then SIGKILL) and removes its pid file; a
-/// stale pid file is just removed. With `volumes`, also removes the docker containers and
-/// volumes (`docker compose down --volumes`) and the native data under `.emu/postgres` and
+/// stale pid file is just removed; the project's store containers are stopped (kept). With
+/// `volumes`, also removes the docker containers and volumes (found by label) and the native
+/// data under `.emu/postgres` and
 /// `.emu/redis`. Asks nothing; returns a report of what it did, one line per action.
 pub async fn down(project_dir: &Path, volumes: bool) -> Result<String, BackendError> {
     let project_dir = &std::path::absolute(project_dir)
         .map_err(|e| BackendError::io(format!("resolving {}", project_dir.display()), e))?;
     let emu_dir = project_dir.join(".emu");
     let mut report = stop_recorded_emu(project_dir, &emu_dir).await?;
-    let compose_file = emu_dir.join("compose.yaml");
-    if !volumes && compose_file.exists() && docker_available().await {
-        report.push(stop_kept_containers(project_dir, &compose_file).await);
+    if !volumes {
+        // No engine: no containers to stop, nothing to say.
+        if let Ok(lines) = stop_project(project_dir).await {
+            report.extend(lines);
+        }
     }
     if volumes {
         remove_volumes(project_dir, &emu_dir, &mut report).await?;
@@ -77,64 +78,19 @@ async fn stop_recorded_emu(
     Ok(report)
 }
 
-/// A killed emu leaves its containers running: stops them (kept for the next `emu up`).
-async fn stop_kept_containers(project_dir: &Path, compose_file: &Path) -> String {
-    match compose(
-        project_dir,
-        compose_file,
-        &["stop", "-t", "10"],
-        &[],
-        Duration::from_secs(120),
-    )
-    .await
-    {
-        Ok(_) => format!(
-            "stopped docker containers of compose project {} (kept; `emu down --volumes` removes them)",
-            compose_project(project_dir)
-        ),
-        Err(e) => format!("docker compose stop failed: {e}"),
-    }
-}
-
 /// Removes the docker containers and volumes and the native data folders of the project.
 async fn remove_volumes(
     project_dir: &Path,
     emu_dir: &Path,
     report: &mut Vec<String>,
 ) -> Result<(), BackendError> {
-    if docker_available().await {
-        let file = write_compose_file(project_dir)?;
-        match compose(
-            project_dir,
-            &file,
-            &["down", "--volumes", "--remove-orphans", "-t", "10"],
-            &[],
-            Duration::from_secs(120),
-        )
-        .await
-        {
-            Ok(_) => report.push(format!(
-                "removed docker containers and volumes of compose project {}",
-                compose_project(project_dir)
-            )),
-            Err(e) => report.push(format!("docker compose down --volumes failed: {e}")),
+    match remove_project(project_dir).await {
+        Ok(lines) if lines.is_empty() => report.push("no docker containers or volumes".into()),
+        Ok(lines) => report.extend(lines),
+        Err(BackendError::NoEngine { .. }) => {
+            report.push("no Docker engine answers: no containers to remove".into());
         }
-        // `down --volumes` removes the volumes named with this run's variables; one per
-        // PostgreSQL version may exist, so remove every volume labelled with the project.
-        let label = format!(
-            "label=com.docker.compose.project={}",
-            compose_project(project_dir)
-        );
-        if let Ok(list) = docker_cmd(&["volume", "ls", "-q", "--filter", &label]).await {
-            for v in list.split_whitespace() {
-                match docker_cmd(&["volume", "rm", v]).await {
-                    Ok(_) => report.push(format!("removed docker volume {v}")),
-                    Err(e) => report.push(format!("could not remove docker volume {v}: {e}")),
-                }
-            }
-        }
-    } else {
-        report.push("no Docker engine answers: no containers to remove".into());
+        Err(e) => report.push(format!("removing docker containers failed: {e}")),
     }
     let pg = emu_dir.join("postgres");
     if let Ok(location) = fs::read_to_string(pg.join("location")) {
@@ -153,10 +109,6 @@ async fn remove_volumes(
         }
     }
     Ok(())
-}
-
-async fn docker_cmd(args: &[&str]) -> Result<String, BackendError> {
-    docker_raw(args, &[], Duration::from_secs(60)).await
 }
 
 /// SIGTERM, wait up to [`DOWN_GRACE`], then SIGKILL.

@@ -6,8 +6,8 @@
 //! ([`Backends::stop`]), and a `Drop` fallback that kills what a forgotten `stop` would have
 //! stopped (the same shape as testcontainers-rs' async containers).
 //!
-//! Native data lives under `<project>/.emu/` (see the `native` module); docker mode runs
-//! `docker/compose.yaml` (embedded in the binary, see [`docker`]).
+//! Native data lives under `<project>/.emu/` (see the `native` module); docker mode creates
+//! the store containers through the Engine API (see [`docker`]).
 
 pub mod docker;
 mod down;
@@ -44,7 +44,7 @@ pub const SUPERUSER_RESERVED_CONNECTIONS: u32 = 3;
 pub struct BackendsPlan {
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
-    /// The folder holding `.emu/` (native data, compose file, `emu.pid`).
+    /// The folder holding `.emu/` (native data, `emu.pid`); names the docker containers.
     pub project_dir: PathBuf,
     /// Extra databases services asked for; created at start when missing.
     pub databases: Vec<String>,
@@ -87,6 +87,14 @@ pub enum BackendError {
     },
     #[error("docker: {0}")]
     Docker(String),
+    #[error("no Docker engine answers at {host} ({detail}). Start Docker or set DOCKER_HOST to its socket, or use --backends native (installed servers)")]
+    NoEngine { host: String, detail: String },
+    #[error("docker: image {image} is not on the Docker engine and cannot be pulled ({detail}). Set [{section}] image to a local image (`docker images` lists them), or use --backends native")]
+    ImageMissing {
+        section: &'static str,
+        image: String,
+        detail: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -96,6 +104,17 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The exit code of a command that failed with this: 2 when the user has to change the
+    /// config or the machine (bad config, no engine, an image that is not there), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackendError::Config(_)
+            | BackendError::NoEngine { .. }
+            | BackendError::ImageMissing { .. } => 2,
+            _ => 1,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BackendError::Io {
             context: context.into(),
@@ -324,14 +343,18 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
         }
         Mode::Docker => {
             let (url, server) =
-                docker::ComposeStore::start_postgres(cfg, &plan.project_dir, &plan.databases)
+                docker::StoreContainer::start_postgres(cfg, &plan.project_dir, &plan.databases)
                     .await?;
             Ok(on(mode, url, server))
         }
         Mode::Auto => {
             if docker_up {
-                match docker::ComposeStore::start_postgres(cfg, &plan.project_dir, &plan.databases)
-                    .await
+                match docker::StoreContainer::start_postgres(
+                    cfg,
+                    &plan.project_dir,
+                    &plan.databases,
+                )
+                .await
                 {
                     Ok((url, server)) => return Ok(on(mode, url, server)),
                     Err(e) => tracing::warn!(
@@ -372,12 +395,12 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
             Ok(on(mode, url, server))
         }
         Mode::Docker => {
-            let (url, server) = docker::ComposeStore::start_redis(cfg, &plan.project_dir).await?;
+            let (url, server) = docker::StoreContainer::start_redis(cfg, &plan.project_dir).await?;
             Ok(on(mode, url, server))
         }
         Mode::Auto => {
             if docker_up {
-                match docker::ComposeStore::start_redis(cfg, &plan.project_dir).await {
+                match docker::StoreContainer::start_redis(cfg, &plan.project_dir).await {
                     Ok((url, server)) => return Ok(on(mode, url, server)),
                     Err(e) => tracing::warn!(
                         "redis in docker failed ({e}); trying an installed redis-server"
@@ -401,7 +424,7 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
 
 fn docker_word(docker_up: bool) -> &'static str {
     if docker_up {
-        "docker compose failed (see the warning above)"
+        "the docker containers failed (see the warning above)"
     } else {
         "no Docker engine answers"
     }

@@ -14,7 +14,7 @@ pub enum Mode {
     /// the reason in `status`).
     #[default]
     Auto,
-    /// `docker compose` with `docker/compose.yaml`.
+    /// Containers through the Docker Engine API (as `docker/compose.yaml` describes them).
     Docker,
     /// Server processes from the installed `postgres` / `redis-server`, data under `.emu/`.
     Native,
@@ -93,6 +93,8 @@ pub struct PostgresConfig {
     pub port: Option<u16>,
     /// Overrides the tier's `max_connections` (connections available to the app role).
     pub max_connections: Option<u32>,
+    /// Docker mode: the image to run (default `postgres:<version>`).
+    pub image: Option<String>,
 }
 
 /// `[redis]`: a Memorystore for Redis stand-in.
@@ -108,6 +110,8 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Host port to listen on (native/docker); a free one when unset.
     pub port: Option<u16>,
+    /// Docker mode: the image to run (default `redis:<version>`).
+    pub image: Option<String>,
 }
 
 /// PostgreSQL major versions emu offers (the ones Cloud SQL and the `postgres` images share).

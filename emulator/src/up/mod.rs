@@ -66,8 +66,7 @@ impl UpError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            UpError::Backends(BackendError::Config(_)) => 2,
-            UpError::Backends(_) => 1,
+            UpError::Backends(e) => e.exit_code(),
             UpError::Secrets(_) | UpError::RequestLog { .. } => 2,
             UpError::Bind { .. } | UpError::JobFailed { .. } => 1,
         }

@@ -182,9 +182,11 @@ impl Shared {
                                 .get("x-emu-cold-start")
                                 .and_then(|v| v.to_str().ok())
                                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                            // `none`: emu answered itself (429, 504, …); no instance served it.
                             let instance = h
                                 .get("x-emu-instance")
                                 .and_then(|v| v.to_str().ok())
+                                .filter(|v| *v != "none")
                                 .map(str::to_string);
                             // The latency includes the whole body, as a client would wait.
                             match resp.bytes().await {

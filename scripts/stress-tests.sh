@@ -14,6 +14,11 @@ hog="${HOG:-$(nproc)}"
 logdir="${STRESS_LOGS:-target/stress}"
 mkdir -p "$logdir"
 
+# The Docker engine and test images, as scripts/test.sh starts them: the docker-mode tests are
+# part of the suite and fail without an engine.
+eval "$(bash scripts/docker-engine.sh)"
+bash scripts/docker-images.sh >/dev/null
+
 # Build first, unloaded and once: the runs measure the tests, not the compiler.
 cargo test --workspace --no-run --quiet || exit 2
 

@@ -27,6 +27,7 @@ pub mod state;
 pub mod telemetry;
 pub mod timeline;
 pub mod up;
+pub mod watchdog;
 
 /// Resolves on Ctrl-C or SIGTERM: the one shutdown signal every long-running part waits on.
 pub async fn shutdown_signal() {

@@ -57,6 +57,10 @@ pub fn harden(cmd: &mut tokio::process::Command, opts: Hardening) {
         });
     }
     cmd.kill_on_drop(true);
+    // Inherited by whatever the child starts, so the watchdog finds the whole tree if emu dies.
+    if let Some(token) = crate::watchdog::token() {
+        cmd.env(crate::watchdog::TOKEN_VAR, token);
+    }
 }
 
 /// Sends `signal` to the whole process group led by `pid`. A group that is already gone is fine.

@@ -44,6 +44,9 @@ pub enum Cmd {
     /// Simulate a service under a load with the same autoscaler, offline: instances, cold starts,
     /// queueing and 429s per second.
     Simulate(crate::simulate_cli::SimulateArgs),
+    /// Started by `emu up`: cleans up after an emu that died without stopping its instances.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +129,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Cmd::Watchdog = cli.command {
+        // Blocks on its pipe and builds its own runtime only once emu is gone.
+        return crate::watchdog::run_watchdog();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -147,6 +154,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         },
         Cmd::Up(args) => run_up(args).await,
+        // `main` runs it before any runtime exists; here (a caller's runtime) on a plain thread.
+        Cmd::Watchdog => std::thread::spawn(crate::watchdog::run_watchdog)
+            .join()
+            .unwrap_or(ExitCode::from(1)),
         Cmd::Status(args) => status::run_status(args).await,
         Cmd::Job(JobCmd::Run(args)) => run_job(args).await,
         Cmd::DemoMigrate => match crate::demo::migrate().await {

@@ -90,10 +90,14 @@ pub async fn run(
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    if let Err(e) = crate::watchdog::start() {
+        tracing::warn!("no watchdog (instances may outlive emu if it is SIGKILLed): {e}");
+    }
     // Backends are up and healthy before the first instance starts, and stop after the last.
     let (backends, wanted) = prepare::start_backends(&cfg).await?;
     let served = serve_with(&cfg, &backends, wanted, listeners, logger, &opts, shutdown).await;
     backends.stop().await;
+    crate::watchdog::dismiss();
     state::clear_state(&cfg.project_dir);
     if served.is_ok() {
         eprintln!("emu: stopped");

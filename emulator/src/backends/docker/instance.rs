@@ -138,6 +138,7 @@ impl DockerInstance {
         } else {
             container_port
         };
+        crate::watchdog::remove_on_death(name);
         let args = run_args(image, env, container_port, name, opts);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&args, &[], UP_TIMEOUT).await?;

@@ -220,6 +220,7 @@ impl StoreContainer {
             })
             .await
             .map_err(|e| engine_error(format!("creating volume {}", spec.volume), e))?;
+        crate::watchdog::stop_on_death(&spec.container);
         let running = ensure_container(&docker, &spec).await?;
         if !running {
             docker

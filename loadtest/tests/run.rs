@@ -321,8 +321,22 @@ p95_excluding_cold_starts_ms = 500
         out.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = read_json(&out);
+    // What this test is about is the emulator section; only a generator starved of CPU (a busy
+    // machine: the stress run's hogs) may make the run invalid, and then nothing else may.
+    if o.status.code() == Some(3) {
+        let reasons = r["invalid_reasons"].as_array().unwrap();
+        assert!(
+            reasons.iter().all(|m| m
+                .as_str()
+                .unwrap()
+                .contains("the generator could not keep up")),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
     assert_schema_valid(&r);
     let e = &r["emulator"];
     assert_eq!(e["detected"], true, "{e}");

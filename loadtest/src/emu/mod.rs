@@ -134,6 +134,62 @@ pub async fn fetch_events(
         .map_err(|e| format!("/_emu/events is not JSON: {e}"))
 }
 
+/// [`fetch_events`] once emu's timeline covers the run's end: emu writes one sample per service
+/// per second, counting what happened since the one before, so the sample that counts the
+/// run's last second is written after the run ends (a second later, or more on a busy machine).
+/// Polls until every service that has samples has one at or after `end_ms`, for at most 10 s.
+pub async fn fetch_events_through(
+    client: &reqwest::Client,
+    target: &str,
+    since_ms: i64,
+    end_ms: i64,
+) -> Result<serde_json::Value, String> {
+    let mut doc = fetch_events(client, target, since_ms).await?;
+    for _ in 0..50 {
+        if covers(&doc, end_ms) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        doc = fetch_events(client, target, since_ms).await?;
+    }
+    Ok(doc)
+}
+
+/// Each service's samples: (service, timestamps).
+fn sample_times(doc: &serde_json::Value) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let events = doc.get("events").and_then(|e| e.as_array());
+    for ev in events.into_iter().flatten() {
+        if ev.get("kind").and_then(|k| k.as_str()) == Some("sample") {
+            if let Some(ts) = ev.get("ts_ms").and_then(|t| t.as_i64()) {
+                out.entry(s(ev, "service").unwrap_or_default())
+                    .or_default()
+                    .push(ts);
+            }
+        }
+    }
+    out
+}
+
+/// True when every service with samples has one at or after `end_ms`.
+pub fn covers(doc: &serde_json::Value, end_ms: i64) -> bool {
+    sample_times(doc)
+        .values()
+        .all(|ts| ts.iter().any(|&t| t >= end_ms))
+}
+
+/// Per service, the last sample that belongs to the run: the first one at or after `end_ms`
+/// (it counts the run's last second); one second past the end when there is none yet.
+fn sample_cutoffs(doc: &serde_json::Value, end_ms: i64) -> BTreeMap<String, i64> {
+    sample_times(doc)
+        .into_iter()
+        .map(|(service, ts)| {
+            let first_after = ts.into_iter().filter(|&t| t >= end_ms).min();
+            (service, first_after.unwrap_or(end_ms + 1000))
+        })
+        .collect()
+}
+
 fn u(v: &serde_json::Value, k: &str) -> u64 {
     v.get(k)
         .and_then(|x| x.as_f64())
@@ -161,13 +217,20 @@ pub fn aggregate(doc: &serde_json::Value, start_ms: i64, end_ms: i64) -> EmuObse
     let mut samples: BTreeMap<u64, BTreeMap<String, &serde_json::Value>> = BTreeMap::new();
     let mut startups = Vec::new();
     let mut services = std::collections::BTreeSet::new();
+    let cutoffs = sample_cutoffs(doc, end_ms);
     for ev in events {
         let Some(ts) = ev.get("ts_ms").and_then(|t| t.as_i64()) else {
             out.summary.unknown_events += 1;
             continue;
         };
-        // Keep one second of slack after the end: the last sample lands just after it.
-        if ts < start_ms || ts > end_ms + 1000 {
+        // Samples up to the one that counts the run's last second; other events with one
+        // second of slack after the end.
+        let is_sample = ev.get("kind").and_then(|k| k.as_str()) == Some("sample");
+        let last = match is_sample {
+            true => cutoffs.get(&s(ev, "service").unwrap_or_default()).copied(),
+            false => None,
+        };
+        if ts < start_ms || ts > last.unwrap_or(end_ms + 1000) {
             continue;
         }
         out.summary.events += 1;
@@ -288,5 +351,36 @@ mod tests {
         assert_eq!(o.autoscaler.len(), 1);
         assert!(is_emu_status(&json!({"emu": {"version": "0"}})));
         assert!(!is_emu_status(&json!(["emu"])));
+    }
+
+    #[test]
+    fn the_sample_counting_the_last_second_belongs_to_the_run_however_late_it_lands() {
+        let start = 1_000_000;
+        let end = start + 2000;
+        let early = json!({"events": [
+            {"ts_ms": start + 900, "kind": "sample", "service": "a", "rejected_429": 4},
+            {"ts_ms": start + 1900, "kind": "sample", "service": "a", "rejected_429": 5},
+        ]});
+        assert!(!covers(&early, end), "the last second is not counted yet");
+        // A starved machine wrote it 2.5 s after the end; the one after is not the run's.
+        let late = json!({"events": [
+            {"ts_ms": start + 900, "kind": "sample", "service": "a", "rejected_429": 4},
+            {"ts_ms": start + 1900, "kind": "sample", "service": "a", "rejected_429": 5},
+            {"ts_ms": end + 2500, "kind": "sample", "service": "a", "rejected_429": 6},
+            {"ts_ms": end + 3500, "kind": "sample", "service": "a", "rejected_429": 7},
+            {"ts_ms": start + 950, "kind": "sample", "service": "b", "rejected_429": 1},
+        ]});
+        assert!(!covers(&late, end), "service b has no sample after the end");
+        let o = aggregate(&late, start, end);
+        assert_eq!(o.summary.rejected_429, 4 + 5 + 6 + 1);
+        let both = json!({"events": [
+            {"ts_ms": end + 10, "kind": "sample", "service": "a"},
+            {"ts_ms": end + 20, "kind": "sample", "service": "b"},
+        ]});
+        assert!(covers(&both, end));
+        assert!(
+            covers(&json!({"events": []}), end),
+            "no samples: nothing to wait for"
+        );
     }
 }

@@ -241,7 +241,7 @@ pub async fn execute(p: &Prepared, progress: bool) -> Report {
     let started_ms = build::unix_ms(engine_result.started);
     let ended_ms = build::unix_ms(engine_result.ended);
     if emu_status.is_some() {
-        match emu::fetch_events(&client, &p.target, started_ms).await {
+        match emu::fetch_events_through(&client, &p.target, started_ms, ended_ms).await {
             Ok(doc) => emulator.observed = Some(emu::aggregate(&doc, started_ms, ended_ms)),
             Err(e) => emulator.error = Some(e),
         }

@@ -42,7 +42,7 @@ pub enum StartError {
         command: String,
         source: std::io::Error,
     },
-    #[error("no free port on 127.0.0.1: {0}")]
+    #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error("{0}")]
     Unsupported(String),
@@ -58,6 +58,8 @@ pub enum StartedInstance {
         pid: u32,
         authority: Authority,
         tail: Tail,
+        /// The tasks copying its stdout and stderr.
+        readers: Vec<tokio::task::JoinHandle<()>>,
     },
     /// Slots modelled in front of one address the user runs; nothing to start or stop.
     Upstream { authority: Authority },
@@ -89,6 +91,15 @@ impl StartedInstance {
         match self {
             StartedInstance::Process { tail, .. } => tail.lines(),
             StartedInstance::Upstream { .. } | StartedInstance::Container { .. } => Vec::new(),
+        }
+    }
+
+    /// Waits (a second at most) for an exited process's output to be read to its end, so that
+    /// [`StartedInstance::tail`] holds its last words.
+    pub async fn drain_output(&mut self) {
+        if let StartedInstance::Process { readers, .. } = self {
+            let all = futures_util::future::join_all(readers.drain(..));
+            let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
         }
     }
 
@@ -142,12 +153,6 @@ pub fn program(word: &str) -> std::ffi::OsString {
         }
     }
     word.into()
-}
-
-/// A free port on 127.0.0.1 for an instance's PORT.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Cloud Run's container contract: PORT, K_SERVICE, K_REVISION, K_CONFIGURATION.
@@ -212,7 +217,7 @@ pub async fn start(
             })
         }
         RunnerSpec::Process { command } => {
-            let port = free_port().map_err(StartError::Port)?;
+            let port = crate::ports::free_port().map_err(StartError::Port)?;
             let mut cmd = Command::new(program(&command[0]));
             cmd.args(&command[1..])
                 .envs(extra_env.iter().map(|(k, v)| (k, v)))
@@ -232,11 +237,12 @@ pub async fn start(
             })?;
             let pid = child.id().unwrap_or(0);
             let tail = Tail::default();
+            let mut readers = Vec::new();
             if let Some(out) = child.stdout.take() {
-                forward_lines(out, id.to_string(), tail.clone(), false);
+                readers.push(forward_lines(out, id.to_string(), tail.clone(), false));
             }
             if let Some(err) = child.stderr.take() {
-                forward_lines(err, id.to_string(), tail.clone(), true);
+                readers.push(forward_lines(err, id.to_string(), tail.clone(), true));
             }
             let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
                 .map_err(|e| StartError::Unsupported(e.to_string()))?;
@@ -245,13 +251,14 @@ pub async fn start(
                 pid,
                 authority,
                 tail,
+                readers,
             })
         }
     }
 }
 
 /// Copies an instance's output to emu's, each line prefixed with the instance id.
-fn forward_lines<R>(stream: R, id: String, tail: Tail, stderr: bool)
+fn forward_lines<R>(stream: R, id: String, tail: Tail, stderr: bool) -> tokio::task::JoinHandle<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -265,5 +272,5 @@ where
             }
             tail.push(line);
         }
-    });
+    })
 }

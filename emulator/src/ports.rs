@@ -73,6 +73,24 @@ pub fn lost_port_race(output: &[String], port: u16) -> bool {
     said_so || !is_free(port)
 }
 
+/// What to say when an instance that never became ready listens, but not on the PORT it was
+/// given (`listening`: its process group's ports); None when it listens on PORT or nowhere.
+pub fn wrong_port(given: u16, listening: &BTreeSet<u16>, container_port: u16) -> Option<String> {
+    if listening.is_empty() || listening.contains(&given) {
+        return None;
+    }
+    let list: Vec<String> = listening.iter().map(u16::to_string).collect();
+    let fixed = if listening.contains(&container_port) {
+        format!(" (its containerPort, {container_port}, is what Cloud Run would set PORT to; emu runs many instances on one host, so each gets a free PORT of its own)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "It listens on port {} but was given PORT={given}{fixed}: make it listen on $PORT, e.g. `--port $PORT`, `--bind :$PORT`, `app.listen(process.env.PORT)` or `int(os.environ[\"PORT\"])`",
+        list.join(", ")
+    ))
+}
+
 /// The TCP ports processes of process group `pgid` listen on, from `/proc/<pid>/stat` (the
 /// group), `/proc/<pid>/fd` (socket inodes) and `/proc/net/tcp{,6}` (listening sockets).
 pub fn listening_ports(pgid: u32) -> BTreeSet<u16> {
@@ -159,6 +177,30 @@ mod tests {
    1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
 ";
         assert_eq!(listeners(table), vec![(8080, 4242)]);
+    }
+
+    #[test]
+    fn says_which_port_it_listens_on_and_which_it_was_given() {
+        let msg = wrong_port(41000, &BTreeSet::from([8000]), 8000).unwrap();
+        assert!(
+            msg.contains("listens on port 8000 but was given PORT=41000"),
+            "{msg}"
+        );
+        assert!(msg.contains("containerPort, 8000"), "{msg}");
+        assert!(msg.contains("$PORT"), "{msg}");
+        assert_eq!(
+            wrong_port(41000, &BTreeSet::from([41000, 9000]), 8000),
+            None
+        );
+        assert_eq!(wrong_port(41000, &BTreeSet::new(), 8000), None);
+    }
+
+    #[test]
+    fn finds_what_its_own_process_group_listens_on() {
+        let l = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let pgid = nix::unistd::getpgrp().as_raw() as u32;
+        assert!(listening_ports(pgid).contains(&port));
     }
 
     #[test]

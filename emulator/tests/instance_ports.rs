@@ -90,3 +90,114 @@ max_instances = 1
     assert_eq!(instance("starting"), 1, "{ev:?}");
     assert!(status["last_failure"].is_null(), "{status}");
 }
+
+/// A Cloud Run service YAML whose app listens on `container_port`, probed on it.
+fn yaml(container_port: u16, probe: &str) -> String {
+    format!(
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: fixed
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/minScale: "1"
+    spec:
+      containers:
+      - image: example/fixed
+        ports:
+        - containerPort: {container_port}
+        startupProbe:
+          periodSeconds: 1
+          timeoutSeconds: 1
+          failureThreshold: 2
+          {probe}:
+            port: {container_port}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_on_its_container_port_is_told_which_port_it_was_given() {
+    let fixed = TcpListener::bind(("0.0.0.0", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "service.yaml", &yaml(fixed, "tcpSocket"));
+    let port = fixed.to_string();
+    let emu = Emu::start_in(
+        dir,
+        &[
+            "-f",
+            "service.yaml",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            &port,
+        ],
+    );
+    let mut failure = String::new();
+    for _ in 0..300 {
+        let st = emu.status().await;
+        failure = st["services"][0]["last_failure"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !failure.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let given = failure
+        .split("was given PORT=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no PORT in {failure:?}"));
+    assert_ne!(given, port, "{failure}");
+    assert!(
+        failure.contains(&format!("listens on port {fixed} ")),
+        "{failure}"
+    );
+    assert!(failure.contains("listen on $PORT"), "{failure}");
+    // `emu status` prints it, and emu's log said it.
+    let out = std::process::Command::new(common::EMU)
+        .args(["status", "--port", &emu.port.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains(&format!(
+            "listens on port {fixed} but was given PORT={given}"
+        )),
+        "{table}"
+    );
+    assert!(
+        emu.stderr_text().contains("was given PORT="),
+        "{}",
+        emu.stderr_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_on_the_container_port_probes_the_instance_port() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "service.yaml", &yaml(8080, "httpGet"));
+    let emu = Emu::start_in(
+        dir,
+        &[
+            "-f",
+            "service.yaml",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exec python3 -m http.server \"$PORT\"",
+        ],
+    );
+    let s = emu.wait_ready("fixed", 1).await;
+    assert!(s["last_failure"].is_null(), "{s}");
+}

@@ -373,13 +373,19 @@ impl InstanceLife {
                     return Err(self.finish(Ended::Stopped, None));
                 }
             };
-            let Err(why) = started else {
+            let Err(mut why) = started else {
                 return Ok(running);
             };
+            let port = addr.port_u16().unwrap_or(0);
+            if let Some(pid) = running.pid().filter(|_| !exited) {
+                let listening = ports::listening_ports(pid);
+                if let Some(advice) = ports::wrong_port(port, &listening, spec.container_port) {
+                    why = format!("{why}. {advice}");
+                }
+            }
             running.stop(spec.shutdown_grace).await;
             running.drain_output().await;
             let tail = running.tail();
-            let port = addr.port_u16().unwrap_or(0);
             if exited
                 && running.pid().is_some()
                 && retries < PORT_RETRIES

@@ -248,6 +248,9 @@ pub struct Probe {
     pub failure_threshold: u32,
     /// True for Cloud Run's implicit TCP startup probe, which emu polls quickly within its budget.
     pub is_default: bool,
+    /// A port other than the instance's own (`tcpSocket.port` / `httpGet.port` naming anything
+    /// but the containerPort, which means the instance's PORT); None probes PORT.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +271,7 @@ impl Probe {
             timeout: Duration::from_secs(240),
             failure_threshold: 1,
             is_default: true,
+            port: None,
         }
     }
 
@@ -280,6 +284,7 @@ impl Probe {
             timeout: Duration::from_secs(1),
             failure_threshold: 3,
             is_default: false,
+            port: None,
         }
     }
 

@@ -173,6 +173,9 @@ fn probe(
     let Some((k, v)) = c.entry(key) else {
         return Ok(None);
     };
+    let port = ["httpGet", "tcpSocket"]
+        .iter()
+        .find_map(|k| v.get(k)?.get("port")?.as_i64());
     let action = if let Some(h) = v.get("httpGet") {
         ProbeAction::Http {
             path: h
@@ -196,6 +199,14 @@ fn probe(
     } else {
         Probe::explicit_liveness(action)
     };
+    if let Some(n) = port {
+        p.port = Some(u16::try_from(n).ok().filter(|n| *n != 0).ok_or_else(|| {
+            place.err(
+                v.line,
+                format!("probe port {n} is out of range: use 1 to 65535"),
+            )
+        })?);
+    }
     let secs = |k: &str| v.get(k).and_then(Node::as_i64);
     if let Some(s) = secs("initialDelaySeconds") {
         p.initial_delay = Duration::from_secs(s.max(0) as u64);

@@ -253,6 +253,12 @@ impl InstanceLife {
         );
         tracing::info!(instance = %self.instance.id, "starting");
 
+        // Requests wait for this start past their queue timeout while it is within budget;
+        // dropping `start` (on every way out of this function) ends that.
+        let start = self
+            .svc
+            .pool
+            .start_began(self.delay + spec.startup_probe.budget());
         // The extra cold-start delay stands for image pull and container start.
         tokio::select! {
             () = tokio::time::sleep(self.delay) => {},
@@ -266,6 +272,7 @@ impl InstanceLife {
         self.instance.set_addr(addr.clone());
 
         self.svc.pool.add_ready(self.instance.clone());
+        drop(start);
         *self.svc.last_failure.lock() = None;
         let startup_ms = self
             .instance

@@ -288,6 +288,12 @@ impl Probe {
         }
     }
 
+    /// How long a start may take before this (startup) probe fails it: the initial delay, then
+    /// `failure_threshold` periods (Cloud Run's default probe: 240 s).
+    pub fn budget(&self) -> Duration {
+        self.initial_delay + self.period.saturating_mul(self.failure_threshold)
+    }
+
     /// Defaults for a liveness probe (period 10 s, timeout 1 s, threshold 3).
     pub fn explicit_liveness(action: ProbeAction) -> Probe {
         Probe::explicit_startup(action)

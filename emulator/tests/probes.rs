@@ -139,6 +139,9 @@ failure_threshold = 20
     let t = tokio::time::Instant::now();
     let r = reqwest::get(emu.url("/")).await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    assert!(t.elapsed() >= Duration::from_secs(3), "it waited for the boot");
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "it waited for the boot"
+    );
     assert_eq!(r.headers()["x-emu-cold-start"], "true");
 }

@@ -387,3 +387,69 @@ fn yaml_errors_name_the_line_of_the_field() {
     let e = yaml("just text\n").unwrap_err();
     assert_eq!(e.line, Some(1), "{e}");
 }
+
+/// A Service whose own `metadata.annotations` set scaling, as `gcloud run services update
+/// --max` / `--min` write them.
+const SERVICE_LEVEL: &str = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: api
+  annotations:
+    run.googleapis.com/maxScale: '3'
+    run.googleapis.com/minScale: '1'
+    run.googleapis.com/ingress: internal
+    run.googleapis.com/invoker-iam-disabled: 'true'
+    serving.knative.dev/creator: someone@example.com
+spec:
+  template:
+    metadata:
+      annotations:
+        run.googleapis.com/execution-environment: gen2
+    spec:
+      containerConcurrency: 0
+      containers:
+      - image: example/api
+"#;
+
+#[test]
+fn service_level_annotations_are_read_like_the_templates() {
+    let cfg = yaml(SERVICE_LEVEL).unwrap();
+    let s = &cfg.services[0];
+    assert_eq!((s.min_instances, s.max_instances), (1, 3));
+    // containerConcurrency 0 is Cloud Run's default, not "unlimited".
+    assert_eq!(s.concurrency, 80);
+    // Every field emu does not model is listed, once, together; state is not.
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    let w = &cfg.warnings[0];
+    for f in [
+        "metadata.annotations[run.googleapis.com/ingress]",
+        "metadata.annotations[run.googleapis.com/invoker-iam-disabled]",
+        "execution-environment",
+    ] {
+        assert!(w.contains(f), "{f} missing from {w}");
+    }
+    assert!(!w.contains("creator") && !w.contains("maxScale"), "{w}");
+}
+
+#[test]
+fn the_templates_annotation_wins_over_the_services() {
+    let both = SERVICE_LEVEL.replace(
+        "        run.googleapis.com/execution-environment: gen2\n",
+        "        autoscaling.knative.dev/max-scale: '7'\n",
+    );
+    let s = &yaml(&both).unwrap().services[0];
+    assert_eq!((s.min_instances, s.max_instances), (1, 7));
+    // An error in a service-level value names its line.
+    let bad = SERVICE_LEVEL.replace("maxScale: '3'", "maxScale: 'lots'");
+    let e = yaml(&bad).unwrap_err();
+    assert_eq!(e.line, Some(line_of(&bad, "maxScale")), "{e}");
+}
+
+#[test]
+fn concurrency_zero_below_one_vcpu_is_one() {
+    let small = SERVICE_LEVEL.replace(
+        "      - image: example/api\n",
+        "      - image: example/api\n        resources:\n          limits:\n            cpu: 500m\n",
+    );
+    assert_eq!(yaml(&small).unwrap().services[0].concurrency, 1);
+}

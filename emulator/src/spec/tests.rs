@@ -453,3 +453,87 @@ fn concurrency_zero_below_one_vcpu_is_one() {
     );
     assert_eq!(yaml(&small).unwrap().services[0].concurrency, 1);
 }
+
+/// A service YAML whose env (or secrets) names Memorystore.
+fn redis_yaml(env: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: cache
+spec:
+  template:
+    spec:
+      containers:
+      - image: example/cache
+        env:
+        - name: MODE
+          value: prod
+{env}"
+    )
+}
+
+#[test]
+fn a_yaml_that_names_redis_gets_a_local_redis_under_auto() {
+    let url = "        - name: CACHE_URL\n          value: redis://10.0.0.3:6379/0\n";
+    let cfg = yaml(&redis_yaml(url)).unwrap();
+    assert_eq!(cfg.redis.as_ref().map(|r| r.mode), Some(stores::Mode::Auto));
+    assert!(
+        cfg.postgres.is_none(),
+        "Redis alone does not bring PostgreSQL"
+    );
+    let s = &cfg.services[0];
+    assert_eq!(
+        s.redis_env, "CACHE_URL",
+        "the local Redis's URL takes its place"
+    );
+    assert_eq!(s.env, vec![("MODE".to_string(), "prod".to_string())]);
+    assert!(
+        !cfg.warnings.iter().any(|w| w.contains("10.0.0.3")),
+        "{:?}",
+        cfg.warnings
+    );
+
+    let host = "        - name: REDIS_HOST\n          value: 10.0.0.3\n        - name: REDIS_PORT\n          value: '6379'\n";
+    let cfg = yaml(&redis_yaml(host)).unwrap();
+    assert!(cfg.redis.is_some());
+    let s = &cfg.services[0];
+    assert_eq!(
+        s.redis_host_env,
+        Some(("REDIS_HOST".to_string(), "REDIS_PORT".to_string()))
+    );
+    assert_eq!(s.env.len(), 1, "{:?}", s.env);
+
+    let secret = "        - name: REDIS_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: redis-pw\n              key: latest\n";
+    assert!(yaml(&redis_yaml(secret)).unwrap().redis.is_some());
+    assert!(yaml(&redis_yaml("")).unwrap().redis.is_none());
+}
+
+#[test]
+fn postgres_and_redis_modes_are_set_one_by_one_over_backends() {
+    let mut cfg = yaml(&redis_yaml("")).unwrap();
+    Overrides {
+        backends: Some(stores::Mode::Docker),
+        redis: Some(stores::Mode::Native),
+        ..Overrides::default()
+    }
+    .apply(&mut cfg);
+    assert_eq!(cfg.postgres.map(|p| p.mode), Some(stores::Mode::Docker));
+    assert_eq!(cfg.redis.map(|r| r.mode), Some(stores::Mode::Native));
+}
+
+#[test]
+fn a_missing_secret_of_a_yaml_says_to_add_it_to_secrets_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "        - name: DB_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: db-password\n              key: latest\n";
+    let file = dir.path().join("service.yaml");
+    std::fs::write(&file, redis_yaml(secret)).unwrap();
+    let source = ConfigSource::Yaml {
+        files: vec![file],
+        command: vec!["./app".into()],
+    };
+    let e = load(&source, &Overrides::default(), dir.path()).unwrap_err();
+    assert!(e.message.contains("./secrets.toml"), "{e}");
+    assert!(e.message.contains("db-password = \"VALUE\""), "{e}");
+    assert!(e.line.is_some(), "{e}");
+}

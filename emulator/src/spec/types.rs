@@ -195,6 +195,9 @@ pub struct ServiceSpec {
     /// Names of the env vars that carry the backends' URLs.
     pub database_env: String,
     pub redis_env: String,
+    /// (host var, port var) that get the local Redis's host and port: a YAML's `REDIS_HOST` /
+    /// `REDIS_PORT`, which name Memorystore's private address in production.
+    pub redis_host_env: Option<(String, String)>,
     /// Working directory for process instances.
     pub workdir: Option<PathBuf>,
     /// Secrets as env vars and files.

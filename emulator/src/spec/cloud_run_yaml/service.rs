@@ -26,6 +26,8 @@ pub(super) struct ServiceRead {
     pub service: ServiceSpec,
     pub warnings: Vec<String>,
     pub cloudsql: bool,
+    /// Its env or secrets name Redis (Memorystore): it gets a local one.
+    pub redis: bool,
 }
 
 /// The nodes a service's fields are found in, for the lines of errors.
@@ -171,6 +173,7 @@ pub(super) fn read(
     }
     raw.command = (!command.is_empty()).then(|| command.to_vec());
     let container_lines = container::read(c, tspec, &mut raw, &mut unmodelled, place)?;
+    let redis = container::local_redis(&mut raw, &mut warnings);
 
     if let Some(traffic) = spec.get("traffic").and_then(Node::as_seq) {
         let simple =
@@ -197,6 +200,7 @@ pub(super) fn read(
         service,
         warnings,
         cloudsql,
+        redis,
     })
 }
 

@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::{RunnerSpec, ServiceSpec};
+use crate::telemetry::LogFormat;
 
 /// The last lines an instance printed, kept to explain a failed start.
 #[derive(Debug, Clone, Default)]
@@ -172,6 +173,7 @@ pub async fn start(
     id: &str,
     extra_env: &[(String, String)],
     secret_mounts: &[(std::path::PathBuf, String)],
+    output: LogFormat,
 ) -> Result<StartedInstance, StartError> {
     match &spec.runner {
         RunnerSpec::Upstream { url } => {
@@ -239,10 +241,22 @@ pub async fn start(
             let tail = Tail::default();
             let mut readers = Vec::new();
             if let Some(out) = child.stdout.take() {
-                readers.push(forward_lines(out, id.to_string(), tail.clone(), false));
+                readers.push(forward_lines(
+                    out,
+                    id.to_string(),
+                    tail.clone(),
+                    false,
+                    output,
+                ));
             }
             if let Some(err) = child.stderr.take() {
-                readers.push(forward_lines(err, id.to_string(), tail.clone(), true));
+                readers.push(forward_lines(
+                    err,
+                    id.to_string(),
+                    tail.clone(),
+                    true,
+                    output,
+                ));
             }
             let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
                 .map_err(|e| StartError::Unsupported(e.to_string()))?;
@@ -257,18 +271,29 @@ pub async fn start(
     }
 }
 
-/// Copies an instance's output to emu's, each line prefixed with the instance id.
-fn forward_lines<R>(stream: R, id: String, tail: Tail, stderr: bool) -> tokio::task::JoinHandle<()>
+/// Copies an instance's output to emu's: each line prefixed with the instance id, or with
+/// `--log-format json` as one JSON object per line ([`crate::telemetry::instance_line`]).
+fn forward_lines<R>(
+    stream: R,
+    id: String,
+    tail: Tail,
+    stderr: bool,
+    output: LogFormat,
+) -> tokio::task::JoinHandle<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let shown = match output {
+                LogFormat::Text => format!("[{id}] {line}"),
+                LogFormat::Json => crate::telemetry::instance_line(&id, &line),
+            };
             if stderr {
-                eprintln!("[{id}] {line}");
+                eprintln!("{shown}");
             } else {
-                println!("[{id}] {line}");
+                println!("{shown}");
             }
             tail.push(line);
         }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServiceRuntime;
 use crate::instances::{probe, runner, Instance, InstanceState};
 use crate::ports;
+use crate::telemetry::LogFormat;
 use crate::timeline::Timeline;
 
 /// How many times one instance is started again after losing its port to another process.
@@ -48,6 +49,8 @@ pub struct Supervisor {
     probe_client: probe::ProbeClient,
     /// Consecutive failed starts, to back off instead of spinning on a broken command.
     failures_in_row: u32,
+    /// How instances' output is written.
+    output: LogFormat,
 }
 
 /// Messages to a supervisor.
@@ -77,7 +80,14 @@ impl Supervisor {
             rng: rand::rngs::StdRng::from_os_rng(),
             probe_client: probe::probe_client(),
             failures_in_row: 0,
+            output: LogFormat::Text,
         }
+    }
+
+    /// Instances' output as `format` says (`--log-format json`: JSON lines).
+    pub fn with_output(mut self, format: LogFormat) -> Self {
+        self.output = format;
+        self
     }
 
     /// Runs until `shutdown`, then drains and stops every instance.
@@ -194,6 +204,7 @@ impl Supervisor {
             stop,
             delay: delay + backoff,
             probe_client: self.probe_client.clone(),
+            output: self.output,
         };
         self.tasks.spawn(async move {
             let ended = life.run().await;
@@ -234,6 +245,7 @@ struct InstanceLife {
     stop: CancellationToken,
     delay: Duration,
     probe_client: probe::ProbeClient,
+    output: LogFormat,
 }
 
 impl InstanceLife {
@@ -355,15 +367,22 @@ impl InstanceLife {
         let spec = &self.svc.spec;
         let mut retries = 0;
         loop {
-            let mut running =
-                match runner::start(spec, &self.instance.id, &self.extra_env, &self.mounts).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let why = e.to_string();
-                        tracing::error!(instance = %self.instance.id, "{why}");
-                        return Err(self.finish(Ended::Failed(why), None));
-                    }
-                };
+            let mut running = match runner::start(
+                spec,
+                &self.instance.id,
+                &self.extra_env,
+                &self.mounts,
+                self.output,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(instance = %self.instance.id, "{why}");
+                    return Err(self.finish(Ended::Failed(why), None));
+                }
+            };
             if let Some(pid) = running.pid() {
                 self.instance.set_pid(pid);
             }

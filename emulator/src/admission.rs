@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use emu_model::admission::{queue_bucket, Admission, Arrival, Ticket, Waiting, QUEUE_BUCKETS};
+use emu_model::admission::{
+    queue_bucket, Admission, Arrival, GiveUp, StartId, Ticket, Waiting, QUEUE_BUCKETS,
+};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
@@ -20,19 +22,20 @@ use crate::instances::instance::{Instance, InstanceState};
 
 pub use emu_model::admission::{AdmitError, QueueSnapshot};
 
-/// How a waiting request is handed its instance.
-type Waiter = oneshot::Sender<Arc<Instance>>;
+/// How a waiting request is handed its instance, or the answer of a start that failed it.
+type Waiter = oneshot::Sender<Result<Arc<Instance>, AdmitError>>;
+type Receipt = oneshot::Receiver<Result<Arc<Instance>, AdmitError>>;
 
 /// Hands `instance` to a waiting request; false if that request is gone.
 fn deliver(waiter: Waiter, instance: &Arc<Instance>) -> bool {
-    waiter.send(instance.clone()).is_ok()
+    waiter.send(Ok(instance.clone())).is_ok()
 }
 
 /// A queued request's place, given back if the request is dropped while it waits.
 struct Abandoned<'a> {
     queue: &'a Arc<AdmissionQueue>,
     ticket: Ticket,
-    rx: &'a mut oneshot::Receiver<Arc<Instance>>,
+    rx: &'a mut Receipt,
     armed: bool,
 }
 
@@ -46,7 +49,7 @@ impl Drop for Abandoned<'_> {
             return;
         }
         // Already granted a slot (under the lock, before we got it): hand it on.
-        if let Ok(instance) = self.rx.try_recv() {
+        if let Ok(Ok(instance)) = self.rx.try_recv() {
             self.queue.release(&instance);
         }
     }
@@ -61,6 +64,26 @@ pub struct Permit {
     pub cold: bool,
     /// How long the request waited in the queue.
     pub queued: Duration,
+}
+
+/// A start in progress, as admission counts it: while it is within its startup-probe budget,
+/// requests wait for it past their queue timeout. Dropping it ends it; a start that did not
+/// become ready first ([`AdmissionQueue::add_ready`]) fails the requests held for it.
+#[derive(Debug)]
+pub struct Start {
+    queue: Arc<AdmissionQueue>,
+    id: StartId,
+}
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        let now = self.queue.since_origin(Instant::now());
+        let answered = self.queue.rules.lock().start_ended(now, self.id);
+        // Told outside the lock; a waiter that is gone needs no answer.
+        for (waiter, answer) in answered {
+            let _ = waiter.send(Err(answer));
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -203,13 +226,14 @@ impl AdmissionQueue {
         }
     }
 
-    /// Waits in the queue for a slot until `until` (the queue timeout or the request's deadline).
+    /// Waits in the queue for a slot until `until` (the queue timeout or the request's
+    /// deadline), and on while the rules hold it for a start in progress.
     async fn wait(
         self: &Arc<Self>,
         ticket: Ticket,
-        mut rx: oneshot::Receiver<Arc<Instance>>,
+        mut rx: Receipt,
         arrived: Instant,
-        until: Instant,
+        mut until: Instant,
     ) -> Result<Permit, AdmitError> {
         // If the request is dropped while it waits (the client went away), the guard takes its
         // place out of the queue, so it neither lingers as phantom demand nor swallows a slot.
@@ -219,23 +243,25 @@ impl AdmissionQueue {
             rx: &mut rx,
             armed: true,
         };
-        let granted = tokio::time::timeout_at(until, &mut *guard.rx).await;
+        let granted = loop {
+            match tokio::time::timeout_at(until, &mut *guard.rx).await {
+                Ok(got) => break got.unwrap_or(Err(AdmitError::ShuttingDown)), // closed: 503
+                Err(_) => {
+                    let now = self.since_origin(Instant::now());
+                    match self.rules.lock().give_up(now, ticket) {
+                        Some(GiveUp::Hold(next)) => until = self.origin + next,
+                        Some(GiveUp::Answer(answer)) => break Err(answer),
+                        // A grant raced in, under the lock, before we took it: it is in the
+                        // channel (or the queue closed and dropped it).
+                        None => break guard.rx.try_recv().unwrap_or(Err(AdmitError::ShuttingDown)),
+                    }
+                }
+            }
+        };
         // Nothing below awaits: from here the request cannot be dropped half-way.
         guard.armed = false;
         drop(guard);
-        let slot = match granted {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err(AdmitError::ShuttingDown), // the queue closed
-            Err(_) => {
-                let now = self.since_origin(Instant::now());
-                if let Some(answer) = self.rules.lock().give_up(now, ticket) {
-                    return Err(answer);
-                }
-                // A grant raced in, under the lock, before we took it: it is in the channel
-                // (or the queue closed and dropped it).
-                rx.try_recv().map_err(|_| AdmitError::ShuttingDown)?
-            }
-        };
+        let slot = granted?;
         let queued = arrived.elapsed();
         self.counters.record_queue_wait(queued);
         let cold = slot.ready_at().is_some_and(|r| r > arrived);
@@ -256,6 +282,17 @@ impl AdmissionQueue {
         let idle = self.rules.lock().release(now, instance, deliver);
         if idle {
             instance.notify_idle();
+        }
+    }
+
+    /// An instance starts now; its startup-probe budget (cold-start delay included) is `budget`.
+    /// Until the returned [`Start`] is dropped, requests wait for it past their queue timeout.
+    pub fn start_began(self: &Arc<Self>, budget: Duration) -> Start {
+        let now = self.since_origin(Instant::now());
+        let id = self.rules.lock().start_began(now, now + budget);
+        Start {
+            queue: self.clone(),
+            id,
         }
     }
 

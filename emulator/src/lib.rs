@@ -17,6 +17,7 @@ pub mod frontdoor;
 pub mod instances;
 pub mod jobs;
 pub use emu_model as model;
+pub mod ports;
 pub mod proc;
 pub mod scaler;
 pub mod secrets;

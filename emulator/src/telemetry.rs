@@ -49,6 +49,14 @@ pub struct RequestLog {
     pub remote_ip: IpAddr,
     pub user_agent: Option<HeaderValue>,
     pub trace: Option<String>,
+    /// The request's span (16 hex digits) and whether its trace is sampled.
+    pub span_id: Option<String>,
+    pub trace_sampled: bool,
+    /// `HTTP/1.1`, `HTTP/2`: what the client spoke.
+    pub protocol: &'static str,
+    /// Body sizes when known (declared lengths).
+    pub request_size: Option<u64>,
+    pub response_size: Option<u64>,
     pub instance: Option<Arc<str>>,
     pub cold_start: bool,
 }
@@ -72,6 +80,15 @@ impl RequestLog {
             remote_ip: peer.ip(),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             trace: None,
+            span_id: None,
+            trace_sampled: false,
+            protocol: if req.version() == http::Version::HTTP_2 {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            request_size: None,
+            response_size: None,
             instance: None,
             cold_start: false,
         }
@@ -161,34 +178,7 @@ pub fn render(e: &RequestLog, format: LogFormat, buf: &mut Vec<u8>) {
     let now = chrono::Utc::now();
     match format {
         LogFormat::Json => {
-            let mut v = json!({
-                "severity": severity(e.status),
-                "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                "httpRequest": {
-                    "requestMethod": e.method.as_str(),
-                    "requestUrl": e.url,
-                    "status": e.status,
-                    "latency": format!("{:.6}s", e.latency.as_secs_f64()),
-                    "remoteIp": e.remote_ip.to_string(),
-                    "protocol": "HTTP/1.1",
-                },
-                "resource": {
-                    "type": "cloud_run_revision",
-                    "labels": { "service_name": e.service, "revision_name": e.revision, "location": "local" },
-                },
-                "labels": { "instanceId": e.instance.as_deref() },
-                "logName": "projects/local/logs/run.googleapis.com%2Frequests",
-            });
-            if let Some(ua) = e.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
-                v["httpRequest"]["userAgent"] = json!(ua);
-            }
-            if let Some(t) = &e.trace {
-                v["logging.googleapis.com/trace"] = json!(format!("projects/local/traces/{t}"));
-            }
-            if e.cold_start {
-                v["labels"]["coldStart"] = json!("true");
-            }
-            let _ = serde_json::to_writer(&mut *buf, &v);
+            let _ = serde_json::to_writer(&mut *buf, &log_entry(e, now));
             buf.push(b'\n');
         }
         LogFormat::Text => {
@@ -208,6 +198,79 @@ pub fn render(e: &RequestLog, format: LogFormat, buf: &mut Vec<u8>) {
     }
 }
 
+/// One line of an instance's output as a JSON line: a line that is a JSON object passes through
+/// as that object with the instance id under `logging.googleapis.com/labels` (where Cloud Run's
+/// logging agent reads an entry's labels from); any other line becomes a `textPayload` entry.
+pub fn instance_line(instance: &str, line: &str) -> String {
+    let parsed = serde_json::from_str::<serde_json::Value>(line.trim());
+    let v = match parsed {
+        Ok(serde_json::Value::Object(mut obj)) => {
+            let labels = obj
+                .entry("logging.googleapis.com/labels")
+                .or_insert_with(|| json!({}));
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels["instanceId"] = json!(instance);
+            serde_json::Value::Object(obj)
+        }
+        _ => json!({
+            "severity": "DEFAULT",
+            "textPayload": line,
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "labels": { "instanceId": instance },
+        }),
+    };
+    v.to_string()
+}
+
+/// A request as a Cloud Logging `LogEntry` (Google's JSON mapping: int64 sizes are strings, a
+/// field with no value is left out, never null; `labels` are strings).
+fn log_entry(e: &RequestLog, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let mut v = json!({
+        "severity": severity(e.status),
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "httpRequest": {
+            "requestMethod": e.method.as_str(),
+            "requestUrl": e.url,
+            "status": e.status,
+            "latency": format!("{:.6}s", e.latency.as_secs_f64()),
+            "remoteIp": e.remote_ip.to_string(),
+            "protocol": e.protocol,
+        },
+        "resource": {
+            "type": "cloud_run_revision",
+            "labels": { "service_name": e.service, "revision_name": e.revision, "location": "local" },
+        },
+        "labels": {},
+        "logName": "projects/local/logs/run.googleapis.com%2Frequests",
+    });
+    let http = &mut v["httpRequest"];
+    if let Some(ua) = e.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
+        http["userAgent"] = json!(ua);
+    }
+    if let Some(n) = e.request_size {
+        http["requestSize"] = json!(n.to_string());
+    }
+    if let Some(n) = e.response_size {
+        http["responseSize"] = json!(n.to_string());
+    }
+    if let Some(t) = &e.trace {
+        v["trace"] = json!(format!("projects/local/traces/{t}"));
+        v["traceSampled"] = json!(e.trace_sampled);
+    }
+    if let Some(s) = &e.span_id {
+        v["spanId"] = json!(s);
+    }
+    if let Some(id) = e.instance.as_deref() {
+        v["labels"]["instanceId"] = json!(id);
+    }
+    if e.cold_start {
+        v["labels"]["coldStart"] = json!("true");
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +287,11 @@ mod tests {
             remote_ip: "127.0.0.1".parse().unwrap(),
             user_agent: Some(HeaderValue::from_static("curl/8")),
             trace: Some("abc".into()),
+            span_id: Some("00f067aa0ba902b7".into()),
+            trace_sampled: true,
+            protocol: "HTTP/2",
+            request_size: Some(12),
+            response_size: Some(3456),
             instance: Some("api-1".into()),
             cold_start: true,
         };
@@ -235,10 +303,13 @@ mod tests {
         assert_eq!(v["httpRequest"]["status"], 503);
         assert_eq!(v["httpRequest"]["latency"], "0.012000s");
         assert_eq!(v["httpRequest"]["remoteIp"], "127.0.0.1");
-        assert_eq!(
-            v["logging.googleapis.com/trace"],
-            "projects/local/traces/abc"
-        );
+        assert_eq!(v["trace"], "projects/local/traces/abc");
+        assert_eq!(v["spanId"], "00f067aa0ba902b7");
+        assert_eq!(v["traceSampled"], true);
+        assert_eq!(v["httpRequest"]["protocol"], "HTTP/2");
+        assert_eq!(v["httpRequest"]["requestSize"], "12");
+        assert_eq!(v["httpRequest"]["responseSize"], "3456");
+        assert_eq!(v["labels"]["instanceId"], "api-1");
         assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
     }
 }

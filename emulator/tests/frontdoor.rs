@@ -531,10 +531,7 @@ port = {own_port}
     assert_eq!(lines.len(), 4, "{text}");
     assert_eq!(lines[0]["httpRequest"]["status"], 200);
     assert_eq!(lines[0]["httpRequest"]["requestMethod"], "GET");
-    assert!(lines[0]["logging.googleapis.com/trace"]
-        .as_str()
-        .unwrap()
-        .starts_with("projects/"));
+    assert!(lines[0]["trace"].as_str().unwrap().starts_with("projects/"));
     assert_eq!(lines[3]["httpRequest"]["status"], 404);
     assert_eq!(lines[3]["severity"], "WARNING");
 }

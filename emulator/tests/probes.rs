@@ -117,3 +117,31 @@ failure_threshold = 2
         .unwrap();
     assert!(why.contains("liveness probe failed"), "{why}");
 }
+
+/// A slow boot: a request that started an instance is not failed by its queue timeout while
+/// that start is within its startup-probe budget; it is served once the instance is ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_waits_out_the_slow_start_it_triggered() {
+    let emu = Emu::start_toml(
+        r#"
+[[service]]
+name = "slow"
+command = ["/bin/sh", "-c", "sleep 3; exec python3 -m http.server \"$PORT\""]
+min_instances = 0
+queue_timeout = "1s"
+timeout = "30s"
+[service.startup_probe]
+period = "1s"
+timeout = "1s"
+failure_threshold = 20
+"#,
+    );
+    let t = tokio::time::Instant::now();
+    let r = reqwest::get(emu.url("/")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "it waited for the boot"
+    );
+    assert_eq!(r.headers()["x-emu-cold-start"], "true");
+}

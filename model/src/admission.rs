@@ -7,6 +7,11 @@
 //! 3.5 × the mean start-up time of the instances so far) becomes a 429, or a 500 when no instance
 //! is ready to take it; one that outlives the request's own deadline first becomes a 504.
 //!
+//! A start in progress holds the queue timeout off: a request that triggered a start, or waits
+//! while one runs, waits for it as long as the start is within its startup-probe budget (Cloud
+//! Run's activator holds a request for the instance it is starting). It then gets the instance,
+//! a 500 (or 429 with instances ready but busy) when the start fails, or a 504 at its deadline.
+//!
 //! [`Admission`] is these rules as a state machine with no clock and no I/O: every call takes
 //! `now` (time since an origin the caller picks). The front door wraps it in a mutex, tokio timers
 //! and channels; `emu simulate` drives it on a simulated millisecond clock. Both therefore answer
@@ -92,6 +97,20 @@ impl<T: Occupancy + ?Sized> Occupancy for Rc<T> {
     }
 }
 
+/// What a queued request whose timer fired gets ([`Admission::give_up`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// It leaves the queue with this answer.
+    Answer(AdmitError),
+    /// A start is in progress within its budget: it waits on, and the caller asks again at this
+    /// time (its deadline or the end of the start's budget, whichever comes first).
+    Hold(Duration),
+}
+
+/// A start in progress, to tell [`Admission`] how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StartId(u64);
+
 /// A queued request's place, to give it up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
@@ -141,8 +160,10 @@ pub struct QueueSnapshot {
 #[derive(Debug)]
 struct Place<W> {
     ticket: Ticket,
-    /// Its request deadline comes before the queue timeout: giving up is a 504.
-    deadline_first: bool,
+    /// The request's own deadline: giving up at or after it is a 504.
+    deadline: Duration,
+    /// Its queue timeout passed while a start was in progress: it waits for that start only.
+    held: bool,
     waiter: Option<W>,
 }
 
@@ -169,6 +190,9 @@ pub struct Admission<I, W> {
     /// Start-up times of the instances that became ready, for the default queue timeout.
     startup_sum: Duration,
     startup_count: u32,
+    /// Starts in progress, each with the end of its startup-probe budget.
+    starts: Vec<(StartId, Duration)>,
+    next_start: u64,
 }
 
 impl<I: Occupancy + Clone, W> Admission<I, W> {
@@ -188,6 +212,8 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
             window_start: None,
             startup_sum: Duration::ZERO,
             startup_count: 0,
+            starts: Vec::new(),
+            next_start: 0,
         }
     }
 
@@ -235,7 +261,8 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
         self.next_ticket += 1;
         self.queue.push_back(Place {
             ticket,
-            deadline_first: deadline <= gives_up,
+            deadline,
+            held: false,
             waiter: Some(waiter),
         });
         self.waiting += 1;
@@ -246,17 +273,77 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
         })
     }
 
-    /// The queued request `ticket` reached its `until`: the answer it gets, or `None` if it is
-    /// no longer waiting (a slot was delivered to it first, or the queue closed).
-    pub fn give_up(&mut self, now: Duration, ticket: Ticket) -> Option<AdmitError> {
-        let deadline_first = self.leave(now, ticket)?;
-        Some(if deadline_first {
+    /// The queued request `ticket` reached its `until`: the answer it gets, or that it waits on
+    /// for a start in progress; `None` if it is no longer waiting (a slot was delivered to it
+    /// first, or the queue closed).
+    pub fn give_up(&mut self, now: Duration, ticket: Ticket) -> Option<GiveUp> {
+        let i = self.position(ticket)?;
+        let deadline = self.queue[i].deadline;
+        if now < deadline {
+            if let Some(end) = self.start_budget_end(now) {
+                self.queue[i].held = true;
+                return Some(GiveUp::Hold(end.min(deadline)));
+            }
+        }
+        self.leave(now, ticket)?;
+        Some(GiveUp::Answer(if now >= deadline {
             AdmitError::Timeout
-        } else if self.ready.is_empty() {
+        } else {
+            self.no_slot()
+        }))
+    }
+
+    /// An instance starts at `now`; its startup-probe budget ends at `budget_end`. Until then,
+    /// or until [`Admission::start_ended`], queued requests wait for it past their queue timeout.
+    pub fn start_began(&mut self, now: Duration, budget_end: Duration) -> StartId {
+        self.touch(now);
+        let id = StartId(self.next_start);
+        self.next_start += 1;
+        self.starts.push((id, budget_end));
+        id
+    }
+
+    /// Start `id` is over: it became ready (after [`Admission::add_ready`]) or it failed or was
+    /// stopped. With no other start left in its budget, the requests held for it leave: returned
+    /// with their answer (500 with no instance ready, else 429) for the caller to deliver.
+    pub fn start_ended(&mut self, now: Duration, id: StartId) -> Vec<(W, AdmitError)> {
+        self.starts.retain(|(s, _)| *s != id);
+        if self.start_budget_end(now).is_some() || !self.queue.iter().any(|p| p.held) {
+            return Vec::new();
+        }
+        let answer = self.no_slot();
+        let held: Vec<Ticket> = self
+            .queue
+            .iter()
+            .filter(|p| p.held && p.waiter.is_some())
+            .map(|p| p.ticket)
+            .collect();
+        held.into_iter()
+            .filter_map(|t| {
+                let i = self.position(t)?;
+                let waiter = self.queue[i].waiter.take()?;
+                self.forget(now);
+                Some((waiter, answer))
+            })
+            .collect()
+    }
+
+    /// The latest budget end of the starts still within their budget at `now`.
+    fn start_budget_end(&self, now: Duration) -> Option<Duration> {
+        self.starts
+            .iter()
+            .map(|(_, end)| *end)
+            .filter(|end| *end > now)
+            .max()
+    }
+
+    /// Why a request that waited out its queue timeout gets no slot.
+    fn no_slot(&self) -> AdmitError {
+        if self.ready.is_empty() {
             AdmitError::NoInstanceStarted
         } else {
             AdmitError::NoAvailableInstance
-        })
+        }
     }
 
     /// The queued request `ticket` went away (its client left). False if it was no longer
@@ -395,16 +482,26 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
         None
     }
 
-    /// Takes `ticket` out of the queue; `Some(deadline_first)` if it was waiting.
-    fn leave(&mut self, now: Duration, ticket: Ticket) -> Option<bool> {
+    /// Where `ticket` waits in the queue, if it still does.
+    fn position(&self, ticket: Ticket) -> Option<usize> {
         // Places are pushed in ticket order and only popped from the front: sorted.
         let i = self
             .queue
             .binary_search_by_key(&ticket, |p| p.ticket)
             .ok()?;
-        let place = &mut self.queue[i];
-        place.waiter.take()?;
-        let deadline_first = place.deadline_first;
+        self.queue[i].waiter.is_some().then_some(i)
+    }
+
+    /// Takes `ticket` out of the queue; `Some(())` if it was waiting.
+    fn leave(&mut self, now: Duration, ticket: Ticket) -> Option<()> {
+        let i = self.position(ticket)?;
+        self.queue[i].waiter.take()?;
+        self.forget(now);
+        Some(())
+    }
+
+    /// Accounts for a place whose waiter was just taken: it no longer waits.
+    fn forget(&mut self, now: Duration) {
         self.waiting -= 1;
         if self.waiting == 0 {
             self.queue.clear();
@@ -414,7 +511,6 @@ impl<I: Occupancy + Clone, W> Admission<I, W> {
         }
         self.touch(now);
         self.demand -= 1;
-        Some(deadline_first)
     }
 
     /// Adds the demand since the last change to the integral.

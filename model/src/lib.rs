@@ -14,7 +14,9 @@ pub mod load;
 pub mod simulate;
 pub mod window;
 
-pub use admission::{Admission, AdmitError, Arrival, Occupancy, QueueSnapshot, Ticket, Waiting};
+pub use admission::{
+    Admission, AdmitError, Arrival, GiveUp, Occupancy, QueueSnapshot, StartId, Ticket, Waiting,
+};
 pub use annotations::{overrides_from_annotations, AnnotationError};
 pub use autoscaler::{Autoscaler, Decision, Reason};
 pub use coldstart::ColdStartDelay;

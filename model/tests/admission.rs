@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use emu_model::admission::{default_queue_timeout, queue_bucket, QUEUE_BUCKETS};
-use emu_model::{Admission, AdmitError, Arrival, Occupancy, Ticket, Waiting};
+use emu_model::{Admission, AdmitError, Arrival, GiveUp, Occupancy, Ticket, Waiting};
 
 #[derive(Debug)]
 struct Inst {
@@ -132,7 +132,7 @@ fn giving_up_is_429_when_busy_500_when_nothing_is_ready_504_at_the_deadline() {
     assert_eq!(until, secs(1));
     assert_eq!(
         q.give_up(until, ticket),
-        Some(AdmitError::NoInstanceStarted)
+        Some(GiveUp::Answer(AdmitError::NoInstanceStarted))
     );
 
     let a = inst("a");
@@ -142,7 +142,7 @@ fn giving_up_is_429_when_busy_500_when_nothing_is_ready_504_at_the_deadline() {
     assert_eq!(until, secs(3));
     assert_eq!(
         q.give_up(until, ticket),
-        Some(AdmitError::NoAvailableInstance)
+        Some(GiveUp::Answer(AdmitError::NoAvailableInstance))
     );
 
     // A request whose own deadline comes first gives up at it, with a 504.
@@ -152,7 +152,10 @@ fn giving_up_is_429_when_busy_500_when_nothing_is_ready_504_at_the_deadline() {
         panic!("the only slot is taken");
     };
     assert_eq!(until, secs(4) + ms(300));
-    assert_eq!(q.give_up(until, ticket), Some(AdmitError::Timeout));
+    assert_eq!(
+        q.give_up(until, ticket),
+        Some(GiveUp::Answer(AdmitError::Timeout))
+    );
     assert_eq!(q.queue_depth(), 0);
     assert_eq!(q.in_flight(), 1);
 }
@@ -222,7 +225,7 @@ fn a_draining_instance_hands_no_slot_on_and_takes_no_request() {
     assert!(q.release(ms(10), &a, |_, _| panic!("a drains")), "idle");
     assert_eq!(
         q.give_up(until, ticket),
-        Some(AdmitError::NoInstanceStarted)
+        Some(GiveUp::Answer(AdmitError::NoInstanceStarted))
     );
 }
 
@@ -275,4 +278,71 @@ fn queue_waits_fall_in_prometheus_buckets() {
     assert_eq!(queue_bucket(ms(2)), 1);
     assert_eq!(queue_bucket(secs(30)), QUEUE_BUCKETS.len() - 1);
     assert_eq!(queue_bucket(secs(31)), QUEUE_BUCKETS.len());
+}
+
+/// Issue 15's slow boot: a 16 s start, a 60 s startup-probe budget, a 60 s request timeout.
+#[test]
+fn a_request_waits_out_the_start_it_triggered_past_its_queue_timeout() {
+    let mut q = Queue::new(1, None);
+    let start = q.start_began(ms(0), secs(60));
+    let Arrival::Queued { ticket, until, .. } = q.arrive(ms(0), || wait(0, secs(60))).unwrap()
+    else {
+        panic!("nothing is ready");
+    };
+    assert_eq!(until, secs(10), "the queue timeout");
+    assert_eq!(q.give_up(until, ticket), Some(GiveUp::Hold(secs(60))));
+    assert_eq!(q.queue_depth(), 1, "it still waits");
+    let a = inst("a");
+    let mut got = Vec::new();
+    ready(&mut q, secs(16), &a, &mut got);
+    assert!(q.start_ended(secs(16), start).is_empty());
+    assert_eq!(got, vec![(0, "a")]);
+    assert_eq!(q.give_up(secs(60), ticket), None, "it was served");
+}
+
+#[test]
+fn a_failed_start_answers_the_requests_held_for_it_with_500() {
+    let mut q = Queue::new(1, None);
+    let start = q.start_began(ms(0), secs(60));
+    let (held, until) = arrive(&mut q, ms(0), 0).unwrap_err();
+    assert_eq!(q.give_up(until, held), Some(GiveUp::Hold(secs(60))));
+    // A request still within its own queue timeout is not held, so not answered.
+    let (fresh, fresh_until) = arrive(&mut q, secs(15), 1).unwrap_err();
+    assert_eq!(
+        q.start_ended(secs(20), start),
+        vec![(0, AdmitError::NoInstanceStarted)]
+    );
+    assert_eq!(q.give_up(secs(20), held), None, "answered already");
+    assert_eq!(q.queue_depth(), 1);
+    assert_eq!(
+        q.give_up(fresh_until, fresh),
+        Some(GiveUp::Answer(AdmitError::NoInstanceStarted))
+    );
+    assert_eq!((q.queue_depth(), q.in_flight()), (0, 0));
+}
+
+#[test]
+fn a_held_request_gets_504_at_its_deadline() {
+    let mut q = Queue::new(1, None);
+    q.start_began(ms(0), secs(240));
+    let Arrival::Queued { ticket, until, .. } = q.arrive(ms(0), || wait(0, secs(30))).unwrap()
+    else {
+        panic!("nothing is ready");
+    };
+    assert_eq!(q.give_up(until, ticket), Some(GiveUp::Hold(secs(30))));
+    assert_eq!(
+        q.give_up(secs(30), ticket),
+        Some(GiveUp::Answer(AdmitError::Timeout))
+    );
+}
+
+#[test]
+fn a_start_past_its_budget_holds_no_request() {
+    let mut q = Queue::new(1, None);
+    q.start_began(ms(0), secs(5));
+    let (ticket, until) = arrive(&mut q, ms(0), 0).unwrap_err();
+    assert_eq!(
+        q.give_up(until, ticket),
+        Some(GiveUp::Answer(AdmitError::NoInstanceStarted))
+    );
 }

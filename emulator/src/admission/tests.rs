@@ -228,3 +228,51 @@ mod stress {
         assert_eq!(queue.queue_depth(), 0);
     }
 }
+
+/// Issue 15's slow boot: a 16 s start within a 60 s probe budget, a 60 s request timeout, and
+/// the 10 s queue timeout of a service that never started an instance.
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_out_a_slow_start_it_triggered() {
+    let queue = AdmissionQueue::new(1, None);
+    let start = queue.start_began(Duration::from_secs(60));
+    let t0 = Instant::now();
+    let p = queue.clone();
+    let waiter = tokio::spawn(async move { p.acquire(t0 + Duration::from_secs(60)).await });
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    queue.add_ready(Instance::new("a"));
+    drop(start);
+    let permit = waiter
+        .await
+        .unwrap()
+        .expect("served by the start it waited for");
+    assert!(permit.cold);
+    assert_eq!(permit.queued, Duration::from_secs(16));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_start_answers_its_waiting_request_500_when_it_fails() {
+    let queue = AdmissionQueue::new(1, None);
+    let start = queue.start_began(Duration::from_secs(60));
+    let t0 = Instant::now();
+    let p = queue.clone();
+    let waiter = tokio::spawn(async move { p.acquire(t0 + Duration::from_secs(300)).await });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drop(start);
+    let answer = waiter.await.unwrap().unwrap_err();
+    assert_eq!(answer, AdmitError::NoInstanceStarted);
+    assert_eq!(t0.elapsed(), Duration::from_secs(20));
+    assert_eq!(queue.queue_depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_for_a_start_gets_504_at_its_timeout() {
+    let queue = AdmissionQueue::new(1, None);
+    let _start = queue.start_began(Duration::from_secs(240));
+    let t0 = Instant::now();
+    let answer = queue
+        .acquire(t0 + Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(answer, AdmitError::Timeout);
+    assert_eq!(t0.elapsed(), Duration::from_secs(30));
+}

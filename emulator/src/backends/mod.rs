@@ -222,6 +222,16 @@ impl Backends {
         }
     }
 
+    /// The local Redis's host and port under `host_env` / `port_env` (none when Redis is off).
+    pub fn redis_host_port(&self, host_env: &str, port_env: &str) -> Vec<(String, String)> {
+        let Some(url) = self.redis_url().and_then(|u| reqwest::Url::parse(&u).ok()) else {
+            return Vec::new();
+        };
+        let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = url.port().unwrap_or(6379).to_string();
+        vec![(host_env.to_string(), host), (port_env.to_string(), port)]
+    }
+
     /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the
     /// shared `app` database) and `REDIS_URL`, each only when that store is on.
     pub fn service_env(&self, database: Option<&str>) -> Vec<(String, String)> {

@@ -64,9 +64,16 @@ pub struct UpArgs {
     #[arg(long, value_name = "IP")]
     pub host: Option<std::net::IpAddr>,
     /// PostgreSQL and Redis for every service: auto (Docker, else installed servers), docker,
-    /// native, external (url in emu.toml) or none. Default: what emu.toml says; auto for the demo.
+    /// native, external (url in emu.toml) or none. Default: what emu.toml says; auto for the demo
+    /// and for a YAML that uses Cloud SQL or Redis.
     #[arg(long, value_name = "MODE")]
     pub backends: Option<crate::backends::Mode>,
+    /// PostgreSQL alone (auto|docker|native|external|none), over --backends.
+    #[arg(long, value_name = "MODE")]
+    pub postgres: Option<crate::backends::Mode>,
+    /// Redis alone (auto|docker|native|external|none), over --backends.
+    #[arg(long, value_name = "MODE")]
+    pub redis: Option<crate::backends::Mode>,
     /// Request log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -97,6 +104,12 @@ pub struct JobRunArgs {
     /// Backends when no emu is running in this folder (default: what emu.toml says).
     #[arg(long, value_name = "MODE")]
     pub backends: Option<crate::backends::Mode>,
+    /// PostgreSQL alone, over --backends.
+    #[arg(long, value_name = "MODE")]
+    pub postgres: Option<crate::backends::Mode>,
+    /// Redis alone, over --backends.
+    #[arg(long, value_name = "MODE")]
+    pub redis: Option<crate::backends::Mode>,
     /// What each task runs (with -f), instead of the YAML's command.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -219,6 +232,8 @@ fn fail(prefix: &str, e: impl std::fmt::Display, code: u8) -> ExitCode {
 fn job_config(args: &JobRunArgs, cwd: &Path) -> Result<Config, SpecError> {
     let overrides = Overrides {
         backends: args.backends,
+        postgres: args.postgres,
+        redis: args.redis,
         ..Overrides::default()
     };
     if let Some(f) = &args.file {
@@ -265,6 +280,8 @@ pub fn load_config(args: &UpArgs, cwd: &Path) -> Result<Config, SpecError> {
         port: args.port,
         host: args.host,
         backends: args.backends,
+        postgres: args.postgres,
+        redis: args.redis,
         ..Overrides::default()
     }
     .frontdoor_from_env()

@@ -118,7 +118,8 @@ async fn handle(
                 log: fd.logger.enabled().then(|| proxy::log_fields(&req)),
             };
             let resp = e.render(errors::is_grpc(req.headers())).map(Either::Right);
-            ex.finish(fd, resp.status().as_u16(), None, false);
+            let size = http_body::Body::size_hint(resp.body()).exact();
+            ex.finish(fd, resp.status().as_u16(), None, false, size);
             resp
         }
     }

@@ -49,12 +49,17 @@ pub(crate) fn log_fields(req: &Request<Incoming>) -> LogFields {
         .headers()
         .get(header::USER_AGENT)
         .map(HeaderValue::as_bytes);
-    LogFields::new(
+    let mut fields = LogFields::new(
         req.method().as_str().as_bytes(),
         target.as_bytes(),
         host,
         ua,
-    )
+    );
+    if req.version() == http::Version::HTTP_2 {
+        fields.protocol = "HTTP/2";
+    }
+    fields.request_size = http_body::Body::size_hint(req.body()).exact();
+    fields
 }
 
 /// Forwards one request to `service`, admitting it first.
@@ -78,7 +83,8 @@ pub async fn forward(
         Ok((resp, instance, cold)) => (resp, Some(instance), cold),
         Err(e) => (e.render(grpc).map(Either::Right), None, false),
     };
-    ex.finish(fd, resp.status().as_u16(), instance, cold);
+    let size = http_body::Body::size_hint(resp.body()).exact();
+    ex.finish(fd, resp.status().as_u16(), instance, cold, size);
     resp
 }
 

@@ -23,7 +23,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use super::errors::ProxyError;
-use super::wire::{hex_into, put_decimal, TraceId};
+use super::wire::{
+    hex_into, put_decimal, trace_from_cloud, trace_from_traceparent, Trace, TraceId,
+};
 use super::{FrontDoor, Route};
 use crate::service::ServiceRuntime;
 use crate::telemetry::RequestLog;
@@ -215,13 +217,8 @@ static X_FORWARDED_FOR: &[u8] = b"x-forwarded-for";
 /// Phase 3: the head the instance is sent, as Cloud Run sends it. `X-Forwarded-For` is what the
 /// client sent, then the client; `X-Forwarded-Proto` is kept or set; the first valid
 /// `traceparent` and `X-Cloud-Trace-Context` are kept and a missing one is made from the same
-/// trace. Returns the request's trace id (the log's `trace`).
-pub(crate) fn rewrite_request<'h, I, S>(
-    headers: I,
-    peer_ip: &str,
-    pass: Pass,
-    out: &mut S,
-) -> TraceId
+/// trace. Returns the request's trace (the log's `trace`, `spanId` and `traceSampled`).
+pub(crate) fn rewrite_request<'h, I, S>(headers: I, peer_ip: &str, pass: Pass, out: &mut S) -> Trace
 where
     I: Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     S: HeadSink,
@@ -265,9 +262,9 @@ where
     if !proto_seen {
         out.put(b"x-forwarded-proto", b"http");
     }
-    let trace = from_traceparent
+    let (trace, sampled) = from_traceparent
         .or(from_cloud)
-        .unwrap_or_else(TraceId::random);
+        .unwrap_or_else(|| (TraceId::random(), true));
     let span: u64 = rand::random::<u64>() | 1;
     let mut buf = Vec::with_capacity(64);
     if from_cloud.is_none() {
@@ -290,15 +287,19 @@ where
         buf.extend_from_slice(b"-01");
         out.put(b"traceparent", &buf);
     }
-    trace
+    Trace {
+        id: trace,
+        span,
+        sampled,
+    }
 }
 
 /// Sends a trace header on only if it is the first valid one (`found` then holds its trace id);
 /// without a valid one, a fresh header is made after the others.
 fn keep_first_valid(
     out: &mut impl HeadSink,
-    found: &mut Option<TraceId>,
-    parse: fn(&[u8]) -> Option<TraceId>,
+    found: &mut Option<(TraceId, bool)>,
+    parse: fn(&[u8]) -> Option<(TraceId, bool)>,
     name: &[u8],
     value: &[u8],
 ) {
@@ -308,19 +309,6 @@ fn keep_first_valid(
             out.put(name, value);
         }
     }
-}
-
-fn trace_from_traceparent(v: &[u8]) -> Option<TraceId> {
-    let mut parts = v.trim_ascii().split(|b| *b == b'-');
-    let _version = parts.next()?;
-    let id = parts.next()?;
-    parts.next()?;
-    parts.next()?;
-    TraceId::from_hex(id)
-}
-
-fn trace_from_cloud(v: &[u8]) -> Option<TraceId> {
-    TraceId::from_hex(v.trim_ascii().split(|b| *b == b'/').next()?)
 }
 
 /// What the client is told about the instance that answered.
@@ -386,7 +374,7 @@ pub(crate) struct Exchange {
     pub arrived: Instant,
     pub peer: SocketAddr,
     pub service: Option<Arc<ServiceRuntime>>,
-    pub trace: Option<TraceId>,
+    pub trace: Option<Trace>,
     /// Copied only when the request log is on.
     pub log: Option<LogFields>,
 }
@@ -396,6 +384,10 @@ pub(crate) struct LogFields {
     pub method: http::Method,
     pub url: String,
     pub user_agent: Option<HeaderValue>,
+    /// `HTTP/1.1`, `HTTP/2`: what the client spoke.
+    pub protocol: &'static str,
+    /// The request body's declared length.
+    pub request_size: Option<u64>,
 }
 
 impl LogFields {
@@ -417,18 +409,22 @@ impl LogFields {
             method: http::Method::from_bytes(method).unwrap_or(http::Method::GET),
             url,
             user_agent: user_agent.and_then(|u| HeaderValue::from_bytes(u).ok()),
+            protocol: "HTTP/1.1",
+            request_size: None,
         }
     }
 }
 
 impl Exchange {
-    /// Phase 5: counts the answer's status on its service and writes the request log entry.
+    /// Phase 5: counts the answer's status on its service and writes the request log entry
+    /// (`response_size`: the answer's body length when its head says it).
     pub(crate) fn finish(
         &self,
         fd: &FrontDoor,
         status: u16,
         instance: Option<Arc<str>>,
         cold: bool,
+        response_size: Option<u64>,
     ) {
         if let Some(s) = &self.service {
             s.pool.counters.record_status(status);
@@ -447,7 +443,12 @@ impl Exchange {
             latency: self.arrived.elapsed(),
             remote_ip: self.peer.ip(),
             user_agent: info.user_agent.clone(),
-            trace: self.trace.map(TraceId::to_log),
+            trace: self.trace.map(|t| t.id.to_log()),
+            span_id: self.trace.map(|t| format!("{:016x}", t.span)),
+            trace_sampled: self.trace.is_some_and(|t| t.sampled),
+            protocol: info.protocol,
+            request_size: info.request_size,
+            response_size,
             instance,
             cold_start: cold,
         });
@@ -455,147 +456,4 @@ impl Exchange {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rewrite(headers: &[(&str, &str)], pass: Pass) -> (Vec<(String, String)>, TraceId) {
-        let mut out = HeaderMap::new();
-        let iter = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-        let trace = rewrite_request(iter, "10.0.0.9", pass, &mut out);
-        let got = out
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-            .collect();
-        (got, trace)
-    }
-
-    fn get<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-        h.iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    #[test]
-    fn the_instance_gets_cloud_runs_headers_and_no_hop_by_hop_ones() {
-        let (h, trace) = rewrite(
-            &[
-                ("host", "api.localhost"),
-                ("connection", "keep-alive, x-secret"),
-                ("x-secret", "1"),
-                ("upgrade", "h2c"),
-                ("te", "trailers"),
-                ("x-forwarded-for", "1.2.3.4"),
-                ("traceparent", "garbage"),
-                (
-                    "traceparent",
-                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                ),
-            ],
-            Pass::default(),
-        );
-        for gone in ["connection", "x-secret", "upgrade", "te"] {
-            assert!(get(&h, gone).is_empty(), "{gone} forwarded: {h:?}");
-        }
-        assert_eq!(get(&h, "x-forwarded-for"), ["1.2.3.4, 10.0.0.9"]);
-        assert_eq!(get(&h, "x-forwarded-proto"), ["http"]);
-        assert_eq!(
-            get(&h, "traceparent"),
-            ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"],
-            "the first valid one, once"
-        );
-        assert_eq!(trace.to_log(), "0af7651916cd43dd8448eb211c80319c");
-        let cloud = get(&h, "x-cloud-trace-context");
-        assert!(
-            cloud[0].starts_with("0af7651916cd43dd8448eb211c80319c/"),
-            "{cloud:?}"
-        );
-        assert!(cloud[0].ends_with(";o=1"));
-    }
-
-    #[test]
-    fn websocket_and_grpc_keep_what_they_need() {
-        let ws = [("upgrade", "websocket"), ("connection", "Upgrade")];
-        assert!(is_websocket(
-            ws.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-        ));
-        let (h, _) = rewrite(
-            &ws,
-            Pass {
-                upgrade: true,
-                te_trailers: false,
-            },
-        );
-        assert_eq!(get(&h, "upgrade"), ["websocket"]);
-        assert_eq!(get(&h, "connection"), ["Upgrade"]);
-        let (h, _) = rewrite(
-            &[("te", "trailers, deflate")],
-            Pass {
-                upgrade: false,
-                te_trailers: true,
-            },
-        );
-        assert_eq!(get(&h, "te"), ["trailers"]);
-    }
-
-    #[test]
-    fn googles_front_end_keeps_its_paths() {
-        for p in [
-            "/healthz",
-            "/readyz/",
-            "/_ah/warmup",
-            "/eventlog",
-            "/healthz?x=1",
-        ] {
-            assert!(
-                matches!(refuse(b"GET", p.as_bytes()), Some(ProxyError::Reserved(_))),
-                "{p}"
-            );
-        }
-        for p in ["/health", "/quiz", "/_ahx", "/api/healthz"] {
-            assert!(refuse(b"GET", p.as_bytes()).is_none(), "{p}");
-        }
-        assert!(matches!(
-            refuse(b"TRACE", b"/"),
-            Some(ProxyError::MethodNotAllowed { .. })
-        ));
-        assert!(matches!(refuse(b"PRI", b"*"), Some(ProxyError::BadRequest)));
-        assert!(matches!(
-            refuse(b"GET", b"http://api.localhost:8080/healthz"),
-            Some(ProxyError::Reserved(_))
-        ));
-    }
-
-    #[test]
-    fn the_client_learns_which_instance_answered() {
-        let mut out = HeaderMap::new();
-        let headers = [
-            ("set-cookie", "a=1"),
-            ("transfer-encoding", "chunked"),
-            ("content-length", "5"),
-            ("connection", "x-internal"),
-            ("x-internal", "1"),
-        ];
-        let a = Answerer {
-            instance: b"api-1",
-            cold: true,
-            upgrade: false,
-        };
-        rewrite_response(
-            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-            Some(&a),
-            &mut out,
-        );
-        assert_eq!(out["x-emu-instance"], "api-1");
-        assert_eq!(out["x-emu-cold-start"], "true");
-        assert_eq!(out["cache-control"], "private");
-        for gone in [
-            "transfer-encoding",
-            "content-length",
-            "connection",
-            "x-internal",
-        ] {
-            assert!(!out.contains_key(gone), "{gone}");
-        }
-    }
-}
+mod tests;

@@ -28,6 +28,36 @@ impl TraceId {
     }
 }
 
+/// A request's trace as its log entry carries it: the trace, the span emu gave the request (the
+/// one in the headers it made, else a fresh one), and whether the trace is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Trace {
+    pub id: TraceId,
+    pub span: u64,
+    pub sampled: bool,
+}
+
+/// `00-TRACE-SPAN-FLAGS`: the trace, and the sampled bit of its flags.
+pub(crate) fn trace_from_traceparent(v: &[u8]) -> Option<(TraceId, bool)> {
+    let mut parts = v.trim_ascii().split(|b| *b == b'-');
+    let _version = parts.next()?;
+    let id = parts.next()?;
+    parts.next()?;
+    let flags = parts.next()?;
+    let sampled = std::str::from_utf8(flags)
+        .ok()
+        .and_then(|f| u8::from_str_radix(f, 16).ok())
+        .is_some_and(|f| f & 1 == 1);
+    Some((TraceId::from_hex(id)?, sampled))
+}
+
+/// `TRACE/SPAN;o=1`: the trace, sampled when `o=1`.
+pub(crate) fn trace_from_cloud(v: &[u8]) -> Option<(TraceId, bool)> {
+    let v = v.trim_ascii();
+    let sampled = v.ends_with(b";o=1");
+    Some((TraceId::from_hex(v.split(|b| *b == b'/').next()?)?, sampled))
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex of `v`, zero-padded to fill `out`.

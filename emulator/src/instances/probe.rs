@@ -29,6 +29,8 @@ const TCP_RETRY: Duration = Duration::from_millis(50);
 /// One probe attempt: Ok when it passes, Err with what it saw.
 pub async fn attempt(probe: &Probe, addr: &Authority, client: &ProbeClient) -> Result<(), String> {
     let deadline = Instant::now() + probe.timeout;
+    let target = target(probe, addr);
+    let addr = &target;
     match &probe.action {
         ProbeAction::Tcp => {
             // Cloud Run keeps trying to connect until the attempt's timeout.
@@ -60,6 +62,14 @@ pub async fn attempt(probe: &Probe, addr: &Authority, client: &ProbeClient) -> R
             }
         }
     }
+}
+
+/// Where a probe goes: the instance's address, or the same host on the probe's own port.
+fn target(probe: &Probe, addr: &Authority) -> Authority {
+    probe
+        .port
+        .and_then(|p| Authority::try_from(format!("{}:{p}", addr.host()).as_str()).ok())
+        .unwrap_or_else(|| addr.clone())
 }
 
 /// Runs a startup probe to its end: Ok once an attempt passes, Err after `failure_threshold`

@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::{RunnerSpec, ServiceSpec};
+use crate::telemetry::LogFormat;
 
 /// The last lines an instance printed, kept to explain a failed start.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +43,7 @@ pub enum StartError {
         command: String,
         source: std::io::Error,
     },
-    #[error("no free port on 127.0.0.1: {0}")]
+    #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error("{0}")]
     Unsupported(String),
@@ -58,6 +59,8 @@ pub enum StartedInstance {
         pid: u32,
         authority: Authority,
         tail: Tail,
+        /// The tasks copying its stdout and stderr.
+        readers: Vec<tokio::task::JoinHandle<()>>,
     },
     /// Slots modelled in front of one address the user runs; nothing to start or stop.
     Upstream { authority: Authority },
@@ -89,6 +92,15 @@ impl StartedInstance {
         match self {
             StartedInstance::Process { tail, .. } => tail.lines(),
             StartedInstance::Upstream { .. } | StartedInstance::Container { .. } => Vec::new(),
+        }
+    }
+
+    /// Waits (a second at most) for an exited process's output to be read to its end, so that
+    /// [`StartedInstance::tail`] holds its last words.
+    pub async fn drain_output(&mut self) {
+        if let StartedInstance::Process { readers, .. } = self {
+            let all = futures_util::future::join_all(readers.drain(..));
+            let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
         }
     }
 
@@ -144,12 +156,6 @@ pub fn program(word: &str) -> std::ffi::OsString {
     word.into()
 }
 
-/// A free port on 127.0.0.1 for an instance's PORT.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Cloud Run's container contract: PORT, K_SERVICE, K_REVISION, K_CONFIGURATION.
 pub fn contract_env(spec: &ServiceSpec, port: u16) -> Vec<(String, String)> {
     vec![
@@ -167,6 +173,7 @@ pub async fn start(
     id: &str,
     extra_env: &[(String, String)],
     secret_mounts: &[(std::path::PathBuf, String)],
+    output: LogFormat,
 ) -> Result<StartedInstance, StartError> {
     match &spec.runner {
         RunnerSpec::Upstream { url } => {
@@ -212,7 +219,7 @@ pub async fn start(
             })
         }
         RunnerSpec::Process { command } => {
-            let port = free_port().map_err(StartError::Port)?;
+            let port = crate::ports::free_port().map_err(StartError::Port)?;
             let mut cmd = Command::new(program(&command[0]));
             cmd.args(&command[1..])
                 .envs(extra_env.iter().map(|(k, v)| (k, v)))
@@ -232,11 +239,24 @@ pub async fn start(
             })?;
             let pid = child.id().unwrap_or(0);
             let tail = Tail::default();
+            let mut readers = Vec::new();
             if let Some(out) = child.stdout.take() {
-                forward_lines(out, id.to_string(), tail.clone(), false);
+                readers.push(forward_lines(
+                    out,
+                    id.to_string(),
+                    tail.clone(),
+                    false,
+                    output,
+                ));
             }
             if let Some(err) = child.stderr.take() {
-                forward_lines(err, id.to_string(), tail.clone(), true);
+                readers.push(forward_lines(
+                    err,
+                    id.to_string(),
+                    tail.clone(),
+                    true,
+                    output,
+                ));
             }
             let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
                 .map_err(|e| StartError::Unsupported(e.to_string()))?;
@@ -245,25 +265,37 @@ pub async fn start(
                 pid,
                 authority,
                 tail,
+                readers,
             })
         }
     }
 }
 
-/// Copies an instance's output to emu's, each line prefixed with the instance id.
-fn forward_lines<R>(stream: R, id: String, tail: Tail, stderr: bool)
+/// Copies an instance's output to emu's: each line prefixed with the instance id, or with
+/// `--log-format json` as one JSON object per line ([`crate::telemetry::instance_line`]).
+fn forward_lines<R>(
+    stream: R,
+    id: String,
+    tail: Tail,
+    stderr: bool,
+    output: LogFormat,
+) -> tokio::task::JoinHandle<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let shown = match output {
+                LogFormat::Text => format!("[{id}] {line}"),
+                LogFormat::Json => crate::telemetry::instance_line(&id, &line),
+            };
             if stderr {
-                eprintln!("[{id}] {line}");
+                eprintln!("{shown}");
             } else {
-                println!("[{id}] {line}");
+                println!("{shown}");
             }
             tail.push(line);
         }
-    });
+    })
 }

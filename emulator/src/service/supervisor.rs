@@ -15,7 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::ServiceRuntime;
 use crate::instances::{probe, runner, Instance, InstanceState};
+use crate::ports;
+use crate::telemetry::LogFormat;
 use crate::timeline::Timeline;
+
+/// How many times one instance is started again after losing its port to another process.
+const PORT_RETRIES: u32 = 5;
 
 /// How an instance's life ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,8 @@ pub struct Supervisor {
     probe_client: probe::ProbeClient,
     /// Consecutive failed starts, to back off instead of spinning on a broken command.
     failures_in_row: u32,
+    /// How instances' output is written.
+    output: LogFormat,
 }
 
 /// Messages to a supervisor.
@@ -73,7 +80,14 @@ impl Supervisor {
             rng: rand::rngs::StdRng::from_os_rng(),
             probe_client: probe::probe_client(),
             failures_in_row: 0,
+            output: LogFormat::Text,
         }
+    }
+
+    /// Instances' output as `format` says (`--log-format json`: JSON lines).
+    pub fn with_output(mut self, format: LogFormat) -> Self {
+        self.output = format;
+        self
     }
 
     /// Runs until `shutdown`, then drains and stops every instance.
@@ -190,6 +204,7 @@ impl Supervisor {
             stop,
             delay: delay + backoff,
             probe_client: self.probe_client.clone(),
+            output: self.output,
         };
         self.tasks.spawn(async move {
             let ended = life.run().await;
@@ -230,6 +245,7 @@ struct InstanceLife {
     stop: CancellationToken,
     delay: Duration,
     probe_client: probe::ProbeClient,
+    output: LogFormat,
 }
 
 impl InstanceLife {
@@ -249,47 +265,26 @@ impl InstanceLife {
         );
         tracing::info!(instance = %self.instance.id, "starting");
 
+        // Requests wait for this start past their queue timeout while it is within budget;
+        // dropping `start` (on every way out of this function) ends that.
+        let start = self
+            .svc
+            .pool
+            .start_began(self.delay + spec.startup_probe.budget());
         // The extra cold-start delay stands for image pull and container start.
         tokio::select! {
             () = tokio::time::sleep(self.delay) => {},
             () = self.stop.cancelled() => return self.finish(Ended::Stopped, None),
         }
-        let mut running =
-            match runner::start(spec, &self.instance.id, &self.extra_env, &self.mounts).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let why = e.to_string();
-                    tracing::error!(instance = %self.instance.id, "{why}");
-                    return self.finish(Ended::Failed(why), None);
-                }
-            };
-        self.instance.set_addr(running.authority().clone());
-        if let Some(pid) = running.pid() {
-            self.instance.set_pid(pid);
-        }
-
-        let addr = running.authority().clone();
-        let started = tokio::select! {
-            r = probe::startup(&spec.startup_probe, &addr, &self.probe_client) => r,
-            exit = running.exited() => Err(format!("exited during startup ({})", describe_exit(exit))),
-            () = self.stop.cancelled() => {
-                running.stop(spec.shutdown_grace).await;
-                return self.finish(Ended::Stopped, None);
-            }
+        let mut running = match self.start_until_ready().await {
+            Ok(r) => r,
+            Err(ended) => return ended,
         };
-        if let Err(why) = started {
-            let tail = running.tail();
-            running.stop(spec.shutdown_grace).await;
-            let mut msg = format!("instance {} never became ready: {why}", self.instance.id);
-            if !tail.is_empty() {
-                msg.push_str("; its last output:\n  ");
-                msg.push_str(&tail.join("\n  "));
-            }
-            tracing::error!("{msg}");
-            return self.finish(Ended::Failed(msg), Some(tail));
-        }
+        let addr = running.authority().clone();
+        self.instance.set_addr(addr.clone());
 
         self.svc.pool.add_ready(self.instance.clone());
+        drop(start);
         *self.svc.last_failure.lock() = None;
         let startup_ms = self
             .instance
@@ -362,6 +357,78 @@ impl InstanceLife {
                 }
                 self.finish(Ended::Stopped, None)
             }
+        }
+    }
+
+    /// Starts the instance and runs its startup probe. A start that lost its port to another
+    /// process (EADDRINUSE between emu's check and the app's bind) is no crash: it is retried at
+    /// once on another port, up to [`PORT_RETRIES`] times.
+    async fn start_until_ready(&self) -> Result<runner::StartedInstance, Ended> {
+        let spec = &self.svc.spec;
+        let mut retries = 0;
+        loop {
+            let mut running = match runner::start(
+                spec,
+                &self.instance.id,
+                &self.extra_env,
+                &self.mounts,
+                self.output,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = e.to_string();
+                    tracing::error!(instance = %self.instance.id, "{why}");
+                    return Err(self.finish(Ended::Failed(why), None));
+                }
+            };
+            if let Some(pid) = running.pid() {
+                self.instance.set_pid(pid);
+            }
+            let addr = running.authority().clone();
+            let mut exited = false;
+            let started = tokio::select! {
+                r = probe::startup(&spec.startup_probe, &addr, &self.probe_client) => r,
+                exit = running.exited() => {
+                    exited = true;
+                    Err(format!("exited during startup ({})", describe_exit(exit)))
+                }
+                () = self.stop.cancelled() => {
+                    running.stop(spec.shutdown_grace).await;
+                    return Err(self.finish(Ended::Stopped, None));
+                }
+            };
+            let Err(mut why) = started else {
+                return Ok(running);
+            };
+            let port = addr.port_u16().unwrap_or(0);
+            if let Some(pid) = running.pid().filter(|_| !exited) {
+                let listening = ports::listening_ports(pid);
+                if let Some(advice) = ports::wrong_port(port, &listening, spec.container_port) {
+                    why = format!("{why}. {advice}");
+                }
+            }
+            running.stop(spec.shutdown_grace).await;
+            running.drain_output().await;
+            let tail = running.tail();
+            if exited
+                && running.pid().is_some()
+                && retries < PORT_RETRIES
+                && ports::lost_port_race(&tail, port)
+            {
+                retries += 1;
+                tracing::warn!(instance = %self.instance.id, "port {port} was taken by another process before the instance bound it; starting again on another port");
+                self.event("port_taken", json!({ "port": port }));
+                continue;
+            }
+            let mut msg = format!("instance {} never became ready: {why}", self.instance.id);
+            if !tail.is_empty() {
+                msg.push_str("; its last output:\n  ");
+                msg.push_str(&tail.join("\n  "));
+            }
+            tracing::error!("{msg}");
+            return Err(self.finish(Ended::Failed(msg), Some(tail)));
         }
     }
 

@@ -160,13 +160,33 @@ fn check_secrets(cfg: &Config) -> Result<(), SpecError> {
                 return Err(SpecError::new(
                     &origin.file,
                     origin.secret_lines.get(target).copied(),
-                    format!(
-                        "{kind} {name} uses secret {:?}, which is not in [secrets]: add it (a value, or {{ file = \"path\" }})",
-                        r.name
-                    ),
+                    missing_secret(kind, name, &r.name, &origin.file),
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// What to do about a secret not in the store: a YAML's secrets live in `./secrets.toml` (where
+/// emu was started), an emu.toml's in its `[secrets]`; either way, the line to add.
+fn missing_secret(kind: &str, user: &str, secret: &str, file: &std::path::Path) -> String {
+    let bare = !secret.is_empty()
+        && secret
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let key = if bare {
+        secret.to_string()
+    } else {
+        format!("{secret:?}")
+    };
+    let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let store = if yaml {
+        "./secrets.toml (beside where you run emu)"
+    } else {
+        "[secrets]"
+    };
+    format!(
+        "{kind} {user} uses secret {secret:?}, which is not in {store}: add it under [secrets] as `{key} = \"VALUE\"` (or `{key} = {{ file = \"path\" }}`)"
+    )
 }

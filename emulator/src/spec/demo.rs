@@ -39,6 +39,7 @@ pub fn demo_config(exe: &Path, project_dir: &Path) -> Config {
         database: None,
         database_env: "DATABASE_URL".into(),
         redis_env: "REDIS_URL".into(),
+        redis_host_env: None,
         workdir: None,
         secrets: Default::default(),
         depends_on: Vec::new(),

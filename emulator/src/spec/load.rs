@@ -77,6 +77,7 @@ fn load_yamls(files: &[PathBuf], command: &[String], cwd: &Path) -> Result<Confi
                 m.jobs.extend(c.jobs);
                 m.warnings.extend(c.warnings);
                 m.postgres = m.postgres.or(c.postgres);
+                m.redis = m.redis.or(c.redis);
                 m
             }
         });

@@ -1,4 +1,5 @@
-//! What the command line sets over the config (`--port`, `--host`, `--backends`). Applied to the
+//! What the command line sets over the config (`--port`, `--host`, `--backends`, `--postgres`,
+//! `--redis`). Applied to the
 //! parsed config *before* the whole-config checks, so that a clash (`--port 8080` while a
 //! service has `port = 8080`) is a config error naming the line, exit 2, not a bind error.
 
@@ -16,6 +17,10 @@ pub struct Overrides {
     pub host: Option<IpAddr>,
     /// How PostgreSQL and Redis are provided, for both (`--backends`).
     pub backends: Option<Mode>,
+    /// How PostgreSQL alone is provided (`--postgres`; over `--backends`).
+    pub postgres: Option<Mode>,
+    /// How Redis alone is provided (`--redis`; over `--backends`).
+    pub redis: Option<Mode>,
     /// The fast path on or off (`EMU_FRONTDOOR=fast|hyper`).
     pub fast_path: Option<bool>,
     /// The front door's event loops (`EMU_FRONTDOOR_THREADS`).
@@ -64,8 +69,10 @@ impl Overrides {
         if let Some(n) = self.loops {
             cfg.frontdoor.loops = Some(n);
         }
-        if let Some(mode) = self.backends {
+        if let Some(mode) = self.postgres.or(self.backends) {
             cfg.postgres.get_or_insert_with(Default::default).mode = mode;
+        }
+        if let Some(mode) = self.redis.or(self.backends) {
             cfg.redis.get_or_insert_with(Default::default).mode = mode;
         }
     }

@@ -387,3 +387,153 @@ fn yaml_errors_name_the_line_of_the_field() {
     let e = yaml("just text\n").unwrap_err();
     assert_eq!(e.line, Some(1), "{e}");
 }
+
+/// A Service whose own `metadata.annotations` set scaling, as `gcloud run services update
+/// --max` / `--min` write them.
+const SERVICE_LEVEL: &str = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: api
+  annotations:
+    run.googleapis.com/maxScale: '3'
+    run.googleapis.com/minScale: '1'
+    run.googleapis.com/ingress: internal
+    run.googleapis.com/invoker-iam-disabled: 'true'
+    serving.knative.dev/creator: someone@example.com
+spec:
+  template:
+    metadata:
+      annotations:
+        run.googleapis.com/execution-environment: gen2
+    spec:
+      containerConcurrency: 0
+      containers:
+      - image: example/api
+"#;
+
+#[test]
+fn service_level_annotations_are_read_like_the_templates() {
+    let cfg = yaml(SERVICE_LEVEL).unwrap();
+    let s = &cfg.services[0];
+    assert_eq!((s.min_instances, s.max_instances), (1, 3));
+    // containerConcurrency 0 is Cloud Run's default, not "unlimited".
+    assert_eq!(s.concurrency, 80);
+    // Every field emu does not model is listed, once, together; state is not.
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    let w = &cfg.warnings[0];
+    for f in [
+        "metadata.annotations[run.googleapis.com/ingress]",
+        "metadata.annotations[run.googleapis.com/invoker-iam-disabled]",
+        "execution-environment",
+    ] {
+        assert!(w.contains(f), "{f} missing from {w}");
+    }
+    assert!(!w.contains("creator") && !w.contains("maxScale"), "{w}");
+}
+
+#[test]
+fn the_templates_annotation_wins_over_the_services() {
+    let both = SERVICE_LEVEL.replace(
+        "        run.googleapis.com/execution-environment: gen2\n",
+        "        autoscaling.knative.dev/max-scale: '7'\n",
+    );
+    let s = &yaml(&both).unwrap().services[0];
+    assert_eq!((s.min_instances, s.max_instances), (1, 7));
+    // An error in a service-level value names its line.
+    let bad = SERVICE_LEVEL.replace("maxScale: '3'", "maxScale: 'lots'");
+    let e = yaml(&bad).unwrap_err();
+    assert_eq!(e.line, Some(line_of(&bad, "maxScale")), "{e}");
+}
+
+#[test]
+fn concurrency_zero_below_one_vcpu_is_one() {
+    let small = SERVICE_LEVEL.replace(
+        "      - image: example/api\n",
+        "      - image: example/api\n        resources:\n          limits:\n            cpu: 500m\n",
+    );
+    assert_eq!(yaml(&small).unwrap().services[0].concurrency, 1);
+}
+
+/// A service YAML whose env (or secrets) names Memorystore.
+fn redis_yaml(env: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: cache
+spec:
+  template:
+    spec:
+      containers:
+      - image: example/cache
+        env:
+        - name: MODE
+          value: prod
+{env}"
+    )
+}
+
+#[test]
+fn a_yaml_that_names_redis_gets_a_local_redis_under_auto() {
+    let url = "        - name: CACHE_URL\n          value: redis://10.0.0.3:6379/0\n";
+    let cfg = yaml(&redis_yaml(url)).unwrap();
+    assert_eq!(cfg.redis.as_ref().map(|r| r.mode), Some(stores::Mode::Auto));
+    assert!(
+        cfg.postgres.is_none(),
+        "Redis alone does not bring PostgreSQL"
+    );
+    let s = &cfg.services[0];
+    assert_eq!(
+        s.redis_env, "CACHE_URL",
+        "the local Redis's URL takes its place"
+    );
+    assert_eq!(s.env, vec![("MODE".to_string(), "prod".to_string())]);
+    assert!(
+        !cfg.warnings.iter().any(|w| w.contains("10.0.0.3")),
+        "{:?}",
+        cfg.warnings
+    );
+
+    let host = "        - name: REDIS_HOST\n          value: 10.0.0.3\n        - name: REDIS_PORT\n          value: '6379'\n";
+    let cfg = yaml(&redis_yaml(host)).unwrap();
+    assert!(cfg.redis.is_some());
+    let s = &cfg.services[0];
+    assert_eq!(
+        s.redis_host_env,
+        Some(("REDIS_HOST".to_string(), "REDIS_PORT".to_string()))
+    );
+    assert_eq!(s.env.len(), 1, "{:?}", s.env);
+
+    let secret = "        - name: REDIS_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: redis-pw\n              key: latest\n";
+    assert!(yaml(&redis_yaml(secret)).unwrap().redis.is_some());
+    assert!(yaml(&redis_yaml("")).unwrap().redis.is_none());
+}
+
+#[test]
+fn postgres_and_redis_modes_are_set_one_by_one_over_backends() {
+    let mut cfg = yaml(&redis_yaml("")).unwrap();
+    Overrides {
+        backends: Some(stores::Mode::Docker),
+        redis: Some(stores::Mode::Native),
+        ..Overrides::default()
+    }
+    .apply(&mut cfg);
+    assert_eq!(cfg.postgres.map(|p| p.mode), Some(stores::Mode::Docker));
+    assert_eq!(cfg.redis.map(|r| r.mode), Some(stores::Mode::Native));
+}
+
+#[test]
+fn a_missing_secret_of_a_yaml_says_to_add_it_to_secrets_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "        - name: DB_PASSWORD\n          valueFrom:\n            secretKeyRef:\n              name: db-password\n              key: latest\n";
+    let file = dir.path().join("service.yaml");
+    std::fs::write(&file, redis_yaml(secret)).unwrap();
+    let source = ConfigSource::Yaml {
+        files: vec![file],
+        command: vec!["./app".into()],
+    };
+    let e = load(&source, &Overrides::default(), dir.path()).unwrap_err();
+    assert!(e.message.contains("./secrets.toml"), "{e}");
+    assert!(e.message.contains("db-password = \"VALUE\""), "{e}");
+    assert!(e.line.is_some(), "{e}");
+}

@@ -195,6 +195,9 @@ pub struct ServiceSpec {
     /// Names of the env vars that carry the backends' URLs.
     pub database_env: String,
     pub redis_env: String,
+    /// (host var, port var) that get the local Redis's host and port: a YAML's `REDIS_HOST` /
+    /// `REDIS_PORT`, which name Memorystore's private address in production.
+    pub redis_host_env: Option<(String, String)>,
     /// Working directory for process instances.
     pub workdir: Option<PathBuf>,
     /// Secrets as env vars and files.
@@ -248,6 +251,9 @@ pub struct Probe {
     pub failure_threshold: u32,
     /// True for Cloud Run's implicit TCP startup probe, which emu polls quickly within its budget.
     pub is_default: bool,
+    /// A port other than the instance's own (`tcpSocket.port` / `httpGet.port` naming anything
+    /// but the containerPort, which means the instance's PORT); None probes PORT.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +274,7 @@ impl Probe {
             timeout: Duration::from_secs(240),
             failure_threshold: 1,
             is_default: true,
+            port: None,
         }
     }
 
@@ -280,7 +287,14 @@ impl Probe {
             timeout: Duration::from_secs(1),
             failure_threshold: 3,
             is_default: false,
+            port: None,
         }
+    }
+
+    /// How long a start may take before this (startup) probe fails it: the initial delay, then
+    /// `failure_threshold` periods (Cloud Run's default probe: 240 s).
+    pub fn budget(&self) -> Duration {
+        self.initial_delay + self.period.saturating_mul(self.failure_threshold)
     }
 
     /// Defaults for a liveness probe (period 10 s, timeout 1 s, threshold 3).

@@ -75,6 +75,7 @@ pub(crate) struct RawService {
     pub database: Option<String>,
     pub database_env: Option<String>,
     pub redis_env: Option<String>,
+    pub redis_host_env: Option<(String, String)>,
     pub workdir: Option<PathBuf>,
     pub secrets: SecretUse,
     pub depends_on: Vec<String>,
@@ -122,7 +123,7 @@ pub(crate) fn validate_service(
         })?,
     };
     let runner = runner(&raw, extra_command, &here)?;
-    let startup_probe = probes(&raw, &here)?;
+    let (startup_probe, liveness_probe, readiness_probe) = probes(&raw, container_port, &here)?;
     check_timing(&raw, &here)?;
     check_backend_names(&raw, &here)?;
     let profile = raw
@@ -160,8 +161,8 @@ pub(crate) fn validate_service(
         protocol,
         env: raw.env,
         startup_probe,
-        liveness_probe: raw.liveness_probe,
-        readiness_probe: raw.readiness_probe,
+        liveness_probe,
+        readiness_probe,
         cold_start: raw.cold_start,
         queue_timeout: raw.queue_timeout,
         shutdown_grace: raw.shutdown_grace.unwrap_or(limits::SHUTDOWN_GRACE),
@@ -171,6 +172,7 @@ pub(crate) fn validate_service(
         database: raw.database,
         database_env: raw.database_env.unwrap_or_else(|| "DATABASE_URL".into()),
         redis_env: raw.redis_env.unwrap_or_else(|| "REDIS_URL".into()),
+        redis_host_env: raw.redis_host_env,
         workdir: raw.workdir,
         secrets: raw.secrets,
         depends_on: raw.depends_on,
@@ -231,8 +233,20 @@ fn timeout_and_ports(
     Ok((timeout, container_port, port))
 }
 
-/// Checks the probes; returns the startup probe (Cloud Run's default when none is written).
-fn probes(raw: &RawService, here: &At<'_>) -> Result<Probe, SpecError> {
+/// Checks the probes; returns (startup, liveness, readiness), the startup probe Cloud Run's
+/// default when none is written. A probe port that names the containerPort means the instance's
+/// own port: emu gives each instance a free PORT, and the probe follows it.
+fn probes(
+    raw: &RawService,
+    container_port: u16,
+    here: &At<'_>,
+) -> Result<(Probe, Option<Probe>, Option<Probe>), SpecError> {
+    let own_port = |mut p: Probe| {
+        if p.port == Some(container_port) {
+            p.port = None;
+        }
+        p
+    };
     let startup_probe = raw
         .startup_probe
         .clone()
@@ -250,7 +264,11 @@ fn probes(raw: &RawService, here: &At<'_>) -> Result<Probe, SpecError> {
     if let Some(p) = &raw.readiness_probe {
         check_probe(p, "readiness_probe", false, Field::ReadinessProbe, here)?;
     }
-    Ok(startup_probe)
+    Ok((
+        own_port(startup_probe),
+        raw.liveness_probe.clone().map(own_port),
+        raw.readiness_probe.clone().map(own_port),
+    ))
 }
 
 fn port_in_range(p: i64) -> Option<u16> {

@@ -135,6 +135,7 @@ async fn serve_with(
         logger,
         backends_status,
         drain: opts.drain,
+        output: opts.log_format,
     };
     let serving = serve::start(listeners, cfg, parts, shutdown.clone())?;
     if let Err(e) = state::write_state(&cfg.project_dir, serving.addr) {

@@ -63,6 +63,9 @@ pub(super) fn service_inputs(
     let mut inputs = ServiceInputs::default();
     for s in &cfg.services {
         let mut env = backends.env(s.database.as_deref(), &s.database_env, &s.redis_env);
+        if let Some((host_env, port_env)) = &s.redis_host_env {
+            env.extend(backends.redis_host_port(host_env, port_env));
+        }
         store.check(&s.name, &s.secrets)?;
         let m = store.materialize(&s.name, &s.secrets, &cfg.project_dir)?;
         env.extend(m.env);

@@ -42,6 +42,8 @@ pub(super) struct ServeParts {
     pub backends_status: serde_json::Value,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
+    /// How instances' output is written (`--log-format`).
+    pub output: crate::telemetry::LogFormat,
 }
 
 /// Starts everything on `listeners`; returns once the front door listens. Cancelling `shutdown`
@@ -88,7 +90,8 @@ pub(super) fn start(
             events.clone(),
             env.remove(name).unwrap_or_default(),
             mounts.remove(name).unwrap_or_default(),
-        );
+        )
+        .with_output(parts.output);
         supervisors.push(tokio::spawn(sup.run(rx, workers.clone())));
         scalers.push(tokio::spawn(crate::scaler::run(
             svc.clone(),

@@ -73,6 +73,8 @@ pub struct Emu {
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// emu's stdout (where instances' stdout goes), line by line.
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 /// `{EMU}` in a config stands for the emu binary (so `command = ["{EMU}", "demo-app"]` runs the demo).
@@ -119,9 +121,17 @@ impl Emu {
                 std::env::var("TEST_EMU_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn emu");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let out_lines = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                out_lines.lock().unwrap().push(line);
+            }
+        });
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let lines = stderr.clone();
@@ -148,6 +158,7 @@ impl Emu {
             port,
             dir,
             stderr,
+            stdout,
         }
     }
 

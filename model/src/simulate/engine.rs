@@ -14,7 +14,9 @@ use rand::SeedableRng;
 use super::in_flight::InFlight;
 use super::sampling::{mean_startup, ms_at_least_1, percentile, ServiceSampler};
 use super::{SimSecond, SimService, SimTotals};
-use crate::admission::{Admission, AdmitError, Arrival, Occupancy, Ticket, Waiting};
+use crate::admission::{
+    Admission, AdmitError, Arrival, GiveUp, Occupancy, StartId, Ticket, Waiting,
+};
 use crate::autoscaler::Autoscaler;
 use crate::coldstart::ColdStartDelay;
 
@@ -94,8 +96,12 @@ struct Fleet {
     /// Every instance the run started, by id.
     instances: Vec<Instance>,
     ready: Vec<Instance>,
-    /// (ready at, started at), in ms, of the instances still starting.
-    starting: BinaryHeap<Reverse<(u64, u64)>>,
+    /// (ready at, started at, its start in the admission rules), in ms, of the instances
+    /// still starting.
+    starting: BinaryHeap<Reverse<(u64, u64, StartId)>>,
+    /// Answers to requests that waited for a start stopped before it was ready, counted in the
+    /// next millisecond.
+    answered: Vec<AdmitError>,
     cold_starts_this_second: u32,
     cold_starts_total: u64,
     max_seen: u32,
@@ -125,7 +131,9 @@ impl Fleet {
         if ms == 0 {
             self.add_ready(t, Duration::ZERO, queue, served);
         } else {
-            self.starting.push(Reverse((t + ms, t)));
+            // A simulated start never fails: its budget is the time it takes.
+            let id = queue.start_began(at(t), at(t + ms));
+            self.starting.push(Reverse((t + ms, t, id)));
         }
         self.cold_starts_this_second += 1;
         self.cold_starts_total += 1;
@@ -134,12 +142,13 @@ impl Fleet {
 
     /// Instances whose start-up ends by `t` become ready.
     fn finish_startups(&mut self, t: u64, queue: &mut Queue, served: &mut Served) {
-        while let Some(&Reverse((ready_at, started_at))) = self.starting.peek() {
+        while let Some(&Reverse((ready_at, started_at, id))) = self.starting.peek() {
             if ready_at > t {
                 break;
             }
             self.starting.pop();
             self.add_ready(t, at(ready_at - started_at), queue, served);
+            queue.start_ended(at(t), id);
         }
     }
 
@@ -156,9 +165,13 @@ impl Fleet {
         }
         let mut remove = current - desired;
         if remove > 0 && !self.starting.is_empty() {
-            let mut v: Vec<(u64, u64)> = self.starting.drain().map(|Reverse(x)| x).collect();
+            let mut v: Vec<(u64, u64, StartId)> =
+                self.starting.drain().map(|Reverse(x)| x).collect();
             v.sort_unstable();
-            while remove > 0 && v.pop().is_some() {
+            while remove > 0 {
+                let Some((_, _, id)) = v.pop() else { break };
+                let answers = queue.start_ended(at(t), id);
+                self.answered.extend(answers.into_iter().map(|(_, a)| a));
                 remove -= 1;
             }
             self.starting = v.into_iter().map(Reverse).collect();
@@ -226,6 +239,7 @@ impl Run {
                 instances: Vec::new(),
                 ready: Vec::new(),
                 starting: BinaryHeap::new(),
+                answered: Vec::new(),
                 cold_starts_this_second: 0,
                 cold_starts_total: 0,
                 max_seen: initial,
@@ -374,6 +388,9 @@ impl Run {
             due,
             ..
         } = self;
+        for answer in fleet.answered.drain(..) {
+            counts.count(answer);
+        }
         fleet.finish_startups(t, queue, served);
         served.in_flight.take_due(t, due);
         for &id in due.iter() {
@@ -420,8 +437,12 @@ impl Run {
                 break;
             }
             give_ups.pop();
-            if let Some(answer) = queue.give_up(at(t), ticket) {
-                counts.count(answer);
+            match queue.give_up(at(t), ticket) {
+                Some(GiveUp::Answer(answer)) => counts.count(answer),
+                Some(GiveUp::Hold(until)) => {
+                    give_ups.push(Reverse((ms_ceil(until).max(t + 1), ticket)))
+                }
+                None => {}
             }
         }
     }

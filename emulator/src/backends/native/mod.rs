@@ -48,14 +48,10 @@ fn path_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// A free loopback port, found by binding port 0. Another process may take it before the server
-/// binds it; callers retry on "address in use".
+/// A port free on every address ([`crate::ports::free_port`]). Another process may take it
+/// before the server binds it; callers retry on "address in use".
 pub(crate) fn free_port() -> Result<u16, BackendError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| BackendError::io("finding a free port on 127.0.0.1", e))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| BackendError::io("finding a free port on 127.0.0.1", e))
+    crate::ports::free_port().map_err(|e| BackendError::io("finding a free port", e))
 }
 
 /// A hardened child server process. `stop` is the graceful path; `Drop` SIGKILLs its group.

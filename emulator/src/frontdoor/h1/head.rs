@@ -135,10 +135,11 @@ pub(super) fn plan(
     if body_len > MAX_INLINE_BODY as u64 && !too_large {
         return Plan::Handoff;
     }
-    let log = fd
-        .logger
-        .enabled()
-        .then(|| LogFields::new(method.as_bytes(), target.as_bytes(), f.host, f.user_agent));
+    let log = fd.logger.enabled().then(|| {
+        let mut fields = LogFields::new(method.as_bytes(), target.as_bytes(), f.host, f.user_agent);
+        fields.request_size = f.length;
+        fields
+    });
     let mut r = Req {
         head_len,
         // An answer that refuses the body does not wait for it.

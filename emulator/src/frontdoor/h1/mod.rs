@@ -208,7 +208,13 @@ impl Client {
         close: bool,
         shutdown: &CancellationToken,
     ) -> bool {
-        req.ex.finish(fd, e.status().as_u16(), None, false);
+        req.ex.finish(
+            fd,
+            e.status().as_u16(),
+            None,
+            false,
+            Some(e.html().len() as u64),
+        );
         let close = close || shutdown.is_cancelled() || e.closes();
         e.write_h1(&mut self.out, req.is_head, close);
         self.stream.write_all(&self.out).await.is_ok() && !close
@@ -309,8 +315,13 @@ impl Client {
             }
             break (head.framing, head.upstream_keep, head.close, head.status);
         };
+        let size = match &framing {
+            Framing::Length(n) => Some(*n),
+            Framing::None => Some(0),
+            Framing::Chunked(_) | Framing::UntilClose => None,
+        };
         req.ex
-            .finish(fd, status, Some(permit.slot.id.clone()), permit.cold);
+            .finish(fd, status, Some(permit.slot.id.clone()), permit.cold, size);
 
         // A client that leaves mid-body (a long stream, server-sent events) frees its slot at once.
         let pumped = {

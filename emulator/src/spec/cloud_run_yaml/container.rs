@@ -173,6 +173,9 @@ fn probe(
     let Some((k, v)) = c.entry(key) else {
         return Ok(None);
     };
+    let port = ["httpGet", "tcpSocket"]
+        .iter()
+        .find_map(|k| v.get(k)?.get("port")?.as_i64());
     let action = if let Some(h) = v.get("httpGet") {
         ProbeAction::Http {
             path: h
@@ -196,6 +199,14 @@ fn probe(
     } else {
         Probe::explicit_liveness(action)
     };
+    if let Some(n) = port {
+        p.port = Some(u16::try_from(n).ok().filter(|n| *n != 0).ok_or_else(|| {
+            place.err(
+                v.line,
+                format!("probe port {n} is out of range: use 1 to 65535"),
+            )
+        })?);
+    }
     let secs = |k: &str| v.get(k).and_then(Node::as_i64);
     if let Some(s) = secs("initialDelaySeconds") {
         p.initial_delay = Duration::from_secs(s.max(0) as u64);
@@ -210,4 +221,51 @@ fn probe(
         p.failure_threshold = s.clamp(0, 1000) as u32;
     }
     Ok(Some(p))
+}
+
+/// Whether a container uses Redis (Memorystore), by its env and secrets: a name with `REDIS` or
+/// `MEMORYSTORE` in it, or a `redis://` value. The production address it names cannot be
+/// reached from here, so a `redis://` value and `REDIS_HOST` / `REDIS_PORT` are replaced by the
+/// local Redis's (said once, in `warnings`; the values are not shown, they may hold a password).
+pub(super) fn local_redis(raw: &mut RawService, warnings: &mut Vec<String>) -> bool {
+    let names_redis = |n: &str| {
+        let n = n.to_ascii_uppercase();
+        n.contains("REDIS") || n.contains("MEMORYSTORE")
+    };
+    let is_url = |v: &str| v.starts_with("redis://") || v.starts_with("rediss://");
+    let mentions = raw.env.iter().any(|(n, v)| names_redis(n) || is_url(v))
+        || raw.secrets.env.iter().any(|(n, _)| names_redis(n));
+    if !mentions {
+        return false;
+    }
+    let mut replaced = Vec::new();
+    if let Some((name, _)) = raw.env.iter().find(|(_, v)| is_url(v)) {
+        raw.redis_env = Some(name.clone());
+    }
+    if let Some(host) = raw
+        .env
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| n.ends_with("REDIS_HOST"))
+    {
+        let port = format!("{}PORT", host.trim_end_matches("HOST"));
+        raw.redis_host_env = Some((host.clone(), port));
+    }
+    let redis_env = raw.redis_env.clone();
+    let host_port = raw.redis_host_env.clone();
+    raw.env.retain(|(n, _)| {
+        let ours = redis_env.as_deref() == Some(n.as_str())
+            || host_port.as_ref().is_some_and(|(h, p)| h == n || p == n);
+        if ours {
+            replaced.push(n.clone());
+        }
+        !ours
+    });
+    if !replaced.is_empty() {
+        warnings.push(format!(
+            "env {} name(s) Memorystore's address: emu sets them to its local Redis",
+            replaced.join(", ")
+        ));
+    }
+    true
 }

@@ -11,7 +11,7 @@ mod unknown;
 
 use std::path::Path;
 
-use super::stores::PostgresConfig;
+use super::stores::{PostgresConfig, RedisConfig};
 use super::types::Config;
 use super::SpecError;
 use node::Node;
@@ -66,6 +66,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     let read = service::read(&root, command, &place)?;
     cfg.services.push(read.service);
     cfg.postgres = read.cloudsql.then(PostgresConfig::default);
+    cfg.redis = read.redis.then(RedisConfig::default);
     cfg.warnings = read
         .warnings
         .into_iter()

@@ -8,7 +8,10 @@ use super::super::validate::{validate_service, Field, RawService};
 use super::super::{parse_duration, ColdStartDelay, ServiceSpec, SpecError};
 use super::container::{self, ContainerLines};
 use super::node::Node;
-use super::unknown::{annotation_is_modelled, collect_unknown, unmodelled_warning};
+use super::unknown::{
+    annotation_is_modelled, collect_unknown, service_annotation, unmodelled_warning,
+    ServiceAnnotation,
+};
 use super::Place;
 
 /// A revision annotation's value and the line of its key.
@@ -23,6 +26,8 @@ pub(super) struct ServiceRead {
     pub service: ServiceSpec,
     pub warnings: Vec<String>,
     pub cloudsql: bool,
+    /// Its env or secrets name Redis (Memorystore): it gets a local one.
+    pub redis: bool,
 }
 
 /// The nodes a service's fields are found in, for the lines of errors.
@@ -132,14 +137,13 @@ pub(super) fn read(
             .map(str::to_string),
         ..RawService::default()
     };
-    let annotations = revision_annotations(tmeta, &mut unmodelled);
+    let mut annotations = revision_annotations(tmeta, &mut unmodelled);
+    add_service_annotations(metadata, &mut annotations, &mut unmodelled);
     apply_annotations(&annotations, &mut raw, place)?;
     raw.concurrency = tspec.get("containerConcurrency").and_then(Node::int);
     if raw.concurrency == Some(0) {
-        // Knative's 0 means "unlimited"; Cloud Run caps at 1000.
-        warnings
-            .push("containerConcurrency 0 (unlimited) is run as 1000, Cloud Run's maximum".into());
-        raw.concurrency = Some(1000);
+        // In Cloud Run's Knative API, 0 means Cloud Run's default: 80, or 1 below one vCPU.
+        raw.concurrency = Some(default_concurrency(tspec));
     }
     raw.timeout = tspec
         .get("timeoutSeconds")
@@ -169,6 +173,7 @@ pub(super) fn read(
     }
     raw.command = (!command.is_empty()).then(|| command.to_vec());
     let container_lines = container::read(c, tspec, &mut raw, &mut unmodelled, place)?;
+    let redis = container::local_redis(&mut raw, &mut warnings);
 
     if let Some(traffic) = spec.get("traffic").and_then(Node::as_seq) {
         let simple =
@@ -195,6 +200,7 @@ pub(super) fn read(
         service,
         warnings,
         cloudsql,
+        redis,
     })
 }
 
@@ -273,6 +279,56 @@ fn revision_annotations(
         }
     }
     annotations
+}
+
+/// The Service's own annotations (`metadata.annotations`), read as the revision template's:
+/// a setting both give is the template's, as the revision is what runs. What emu does not model
+/// is listed as `metadata.annotations[KEY]`.
+fn add_service_annotations(
+    metadata: Option<&Node>,
+    annotations: &mut BTreeMap<String, Annotation>,
+    unmodelled: &mut Vec<String>,
+) {
+    let entries = metadata
+        .and_then(|m| m.map_at("annotations"))
+        .and_then(Node::as_map)
+        .unwrap_or(&[]);
+    for (k, v) in entries {
+        let (Some(key), Some(value)) = (k.as_str(), v.text()) else {
+            continue;
+        };
+        match service_annotation(key, &value) {
+            ServiceAnnotation::AsTemplate(as_key) => {
+                let kebab = as_key.replace("Scale", "-scale").to_lowercase();
+                if !annotations.contains_key(as_key) && !annotations.contains_key(&kebab) {
+                    let line = k.line;
+                    annotations.insert(as_key.to_string(), Annotation { value, line });
+                }
+            }
+            ServiceAnnotation::Silent => {}
+            ServiceAnnotation::Unmodelled => {
+                unmodelled.push(format!("metadata.annotations[{key}]"));
+            }
+        }
+    }
+}
+
+/// Cloud Run's concurrency when `containerConcurrency` is 0: 80, or 1 when the container's CPU
+/// limit is below one vCPU (`500m`, `0.5`).
+fn default_concurrency(tspec: &Node) -> i64 {
+    let cpu = tspec
+        .get("containers")
+        .and_then(Node::as_seq)
+        .and_then(|c| c.iter().find(|c| c.get("ports").is_some()).or(c.first()))
+        .and_then(|c| c.get("resources")?.get("limits")?.get("cpu")?.text());
+    let vcpus = cpu.and_then(|c| match c.strip_suffix('m') {
+        Some(milli) => milli.trim().parse::<f64>().ok().map(|m| m / 1000.0),
+        None => c.trim().parse::<f64>().ok(),
+    });
+    match vcpus {
+        Some(v) if v < 1.0 => 1,
+        _ => i64::from(crate::spec::limits::DEFAULT_CONCURRENCY),
+    }
 }
 
 /// emu's own annotations whose values are not autoscaler settings.

@@ -8,6 +8,7 @@ pub(super) const KNOWN: &[&str] = &[
     "apiVersion",
     "kind",
     "metadata.name",
+    "metadata.annotations",
     "spec.template.metadata.name",
     "spec.template.metadata.annotations",
     "spec.template.spec.containerConcurrency",
@@ -34,7 +35,6 @@ const SILENT: &[&str] = &[
     "metadata.generation",
     "metadata.creationTimestamp",
     "metadata.selfLink",
-    "metadata.annotations",
     "spec.template.metadata.labels",
     "spec.template.metadata.namespace",
     "spec.template.metadata.creationTimestamp",
@@ -47,6 +47,50 @@ pub(super) const CLOUDSQL: &str = "run.googleapis.com/cloudsql-instances";
 /// Annotations on the revision template that emu models.
 pub(super) fn annotation_is_modelled(key: &str) -> bool {
     key.starts_with("autoscaling.knative.dev/") || key.starts_with("emu.dev/") || key == CLOUDSQL
+}
+
+/// Service-level annotations (the Service's own `metadata.annotations`) that say who deployed it
+/// and how, not how it behaves: skipped without a warning.
+const SILENT_SERVICE_ANNOTATIONS: &[&str] = &[
+    "serving.knative.dev/creator",
+    "serving.knative.dev/lastModifier",
+    "run.googleapis.com/operation-id",
+    "run.googleapis.com/client-name",
+    "run.googleapis.com/client-version",
+    "run.googleapis.com/launch-stage",
+    "run.googleapis.com/urls",
+    "run.googleapis.com/ingress-status",
+    "client.knative.dev/user-image",
+];
+
+/// What a service-level annotation means to emu.
+pub(super) enum ServiceAnnotation {
+    /// The same setting as this revision-template annotation (the template's wins).
+    AsTemplate(&'static str),
+    /// State, or what emu does anyway (`ingress: all`): nothing to say.
+    Silent,
+    /// Not modelled: listed.
+    Unmodelled,
+}
+
+/// Classifies a service-level annotation `key` with `value`.
+pub(super) fn service_annotation(key: &str, value: &str) -> ServiceAnnotation {
+    match key {
+        "run.googleapis.com/minScale"
+        | "autoscaling.knative.dev/minScale"
+        | "autoscaling.knative.dev/min-scale" => {
+            ServiceAnnotation::AsTemplate("autoscaling.knative.dev/minScale")
+        }
+        "run.googleapis.com/maxScale"
+        | "autoscaling.knative.dev/maxScale"
+        | "autoscaling.knative.dev/max-scale" => {
+            ServiceAnnotation::AsTemplate("autoscaling.knative.dev/maxScale")
+        }
+        // emu's front door takes every local client: Cloud Run's `all`.
+        "run.googleapis.com/ingress" if value == "all" => ServiceAnnotation::Silent,
+        k if SILENT_SERVICE_ANNOTATIONS.contains(&k) => ServiceAnnotation::Silent,
+        _ => ServiceAnnotation::Unmodelled,
+    }
 }
 
 fn under(path: &str, prefix: &str) -> bool {

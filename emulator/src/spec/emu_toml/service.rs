@@ -117,6 +117,7 @@ pub(super) fn service_spec(
         database: s.database,
         database_env: s.database_env,
         redis_env: s.redis_env,
+        redis_host_env: None,
         workdir: s.workdir.as_ref().map(|w| project_dir.join(w)),
         secrets: secret_use(&s.secrets, table)?,
         depends_on: s.depends_on,

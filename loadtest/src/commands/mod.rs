@@ -53,5 +53,8 @@ fn print_reasons(report: &Report) {
             s.comparison,
             s.threshold
         );
+        if let Some(d) = &s.detail {
+            eprintln!("    {d}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::engine::Recorder;
+use crate::engine::{Pacing, Recorder};
 use crate::report::{
     self, EmulatorSection, HoldInfo, InputError, Latency, LoadInfo, Loaded, Report, RequestReport,
     ScenarioInfo, SloRules, StageInfo, Verdict,
@@ -161,7 +161,8 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
         0.0
     };
     let load = merged_load(inputs);
-    let (rules, slos) = judge(inputs, &sums, load.achieved_rps);
+    let (rules, mut slos) = judge(inputs, &sums, load.achieved_rps);
+    slos.push(slo::saturation(&load.pacing));
     let verdict = if !sums.invalid.is_empty() {
         Verdict::Invalid
     } else if slos.iter().any(|s| !s.passed) {
@@ -247,6 +248,27 @@ fn merged_load(inputs: &[Loaded]) -> LoadInfo {
             .map(|l| l.report.load.send_lag_max_ms)
             .fold(0.0, f64::max),
         holds,
+        pacing: merged_pacing(inputs),
+    }
+}
+
+/// Shards run side by side: their caps, peaks (an upper bound of the merged peak) and late
+/// sends add up.
+fn merged_pacing(inputs: &[Loaded]) -> Pacing {
+    let sum = |f: fn(&Pacing) -> u64| inputs.iter().map(|l| f(&l.report.load.pacing)).sum();
+    Pacing {
+        max_in_flight: inputs
+            .iter()
+            .map(|l| l.report.load.pacing.max_in_flight)
+            .sum(),
+        max_in_flight_basis: format!("the sum over {} shards", inputs.len()),
+        open_file_limit: inputs
+            .iter()
+            .filter_map(|l| l.report.load.pacing.open_file_limit)
+            .min(),
+        peak_in_flight: sum(|p| p.peak_in_flight),
+        not_sent_target_saturated: sum(|p| p.not_sent_target_saturated),
+        sent_late_by_generator: sum(|p| p.sent_late_by_generator),
     }
 }
 

@@ -80,6 +80,7 @@ fn report(outcomes: &[(usize, u64, u64, bool)], start_ms: u64, shard: Option<Sha
             planned: n,
             sent: n,
             goose_error: None,
+            pacing: Default::default(),
         },
         emulator,
         vec![],

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emu::EmuObserved;
 use crate::engine::record::{encode_hist, pct_ms};
+use crate::engine::Pacing;
 use crate::scenario::{LatencySlo, Slos};
 use crate::slo::SloResult;
 pub use load::{load_baseline, load_report, InputError, Loaded};
@@ -104,6 +105,9 @@ pub struct LoadInfo {
     pub send_lag_p99_ms: f64,
     pub send_lag_max_ms: f64,
     pub holds: Vec<HoldInfo>,
+    /// The in-flight cap, how it was chosen, and who made sends late.
+    #[serde(flatten)]
+    pub pacing: Pacing,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,8 @@
 //! the exit code.
 
 mod build;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -205,6 +207,7 @@ pub async fn execute(p: &Prepared, progress: bool) -> Report {
         .no_proxy()
         .build()
         .unwrap_or_default();
+    let cap = engine::pacing::in_flight_cap(&p.scenario, engine::pacing::open_file_limit());
     let mut invalid = Vec::new();
     let (engine_result, emu_status) = match reachable(&client, &p.target).await {
         Err(reason) => {
@@ -219,13 +222,14 @@ pub async fn execute(p: &Prepared, progress: bool) -> Report {
                     users: 0,
                     planned: Schedule::new(&p.scenario.stages).total(),
                     sent: 0,
+                    pacing: cap,
                     goose_error: None,
                 },
                 None,
             )
         }
         Ok(status) => {
-            let r = engine::run(&p.scenario, &p.target, progress).await;
+            let r = engine::run(&p.scenario, &p.target, client.clone(), cap, progress).await;
             (r, status)
         }
     };

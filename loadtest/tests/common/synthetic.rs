@@ -87,6 +87,7 @@ pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) 
         planned,
         sent: planned,
         goose_error: None,
+        pacing: Default::default(),
     };
     let r = build_report(&prepared, result, emulator, vec![]);
     report::write_all(&r, dir).unwrap();

@@ -61,6 +61,9 @@ fn load_line(stages: &[StageInfo]) -> String {
     )
 }
 
+/// Shards of one run start within this long of each other.
+const MAX_START_SPREAD_MS: i64 = 3_600_000;
+
 /// Checks that the inputs are shards of one run: same scenario, no shard twice, same count.
 fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
     let mut warnings = Vec::new();
@@ -110,6 +113,22 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
                     ),
                 ));
             }
+        }
+    }
+    // Each shard's timeline is placed by its start: shards far apart would make a timeline of
+    // all the seconds between them (and are not one run).
+    for l in inputs {
+        let apart = (l.report.started_unix_ms - first.report.started_unix_ms).abs();
+        if apart > MAX_START_SPREAD_MS {
+            return Err(InputError::new(
+                &l.path,
+                format!(
+                    "field `started_unix_ms`: {:.0} s apart from {}; shards of one run start within {} s of each other",
+                    apart as f64 / 1000.0,
+                    first.path.display(),
+                    MAX_START_SPREAD_MS / 1000
+                ),
+            ));
         }
     }
     if let Some(n) = count {

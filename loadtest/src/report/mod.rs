@@ -5,6 +5,7 @@
 //! which shape a reader has (`loadtest/schema/report.schema.json`). Histograms are HdrHistogram
 //! V2 + deflate, base64, so `loadtest compare` can merge and test them later.
 
+mod check;
 pub mod html;
 pub mod junit;
 mod load;

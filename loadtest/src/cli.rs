@@ -94,9 +94,12 @@ pub struct RunArgs {
     /// Where to write the reports [default: loadtest-runs/<scenario>-<timestamp>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// No live progress line (it is off anyway when stderr is not a terminal).
+    /// No progress at all: neither the live bar (on a terminal) nor the plain lines (elsewhere).
     #[arg(long)]
     pub no_progress: bool,
+    /// When stderr is not a terminal (a CI log), print one progress line this often.
+    #[arg(long, value_name = "D", default_value = "10s")]
+    pub progress_interval: String,
     /// Run the I-th of N equal shares of the scenario's rate (one per machine), e.g. 2/4;
     /// `loadtest merge` joins the shards' reports.
     #[arg(long, value_name = "I/N")]
@@ -132,6 +135,15 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
     let tolerance = parse_tolerance(&args.tolerance)?;
+    let progress_interval = humantime::parse_duration(args.progress_interval.trim())
+        .ok()
+        .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "--progress-interval {:?} must be a duration from 100ms to 1h, e.g. 10s",
+                args.progress_interval
+            )
+        })?;
     let rate = match (args.rps, args.rps_scale) {
         (Some(n), _) => Some(RateScaling::PeakRps(n)),
         (None, Some(f)) => Some(RateScaling::Factor(f)),
@@ -147,6 +159,7 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
             shard,
         },
         progress: !args.no_progress,
+        progress_interval,
         baseline: args.baseline.clone(),
         tolerance,
     })

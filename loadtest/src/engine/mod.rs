@@ -17,6 +17,7 @@
 //! never sees our argv (`GooseAttack::initialize_with_config`).
 
 pub mod pacing;
+pub mod progress;
 pub mod record;
 pub mod schedule;
 
@@ -28,12 +29,13 @@ use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::goose::Scenario as GooseScenario;
 use goose::prelude::{GooseAttack, Transaction, TransactionFunction};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::scenario::{Method, Scenario};
 pub use pacing::Pacing;
+pub use progress::ProgressMode;
+use progress::{Progress, Snapshot};
 pub use record::{Outcome, Recorder};
 pub use schedule::Schedule;
 
@@ -69,6 +71,8 @@ struct Shared {
     in_flight: AtomicU64,
     /// Set by the ticker once goose's killswitch is (Ctrl-C): wakes every sleeping user.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Goose has returned: the ticker clears the progress bar and ends.
+    done: tokio::sync::Notify,
     peak_in_flight: AtomicU64,
     saturated: AtomicU64,
     generator_late: AtomicU64,
@@ -259,7 +263,7 @@ pub async fn run(
     target: &str,
     client: reqwest::Client,
     cap: Pacing,
-    progress: bool,
+    progress: ProgressMode,
 ) -> EngineResult {
     let schedule = Schedule::new(&scenario.stages);
     let holds: Vec<(f64, f64)> = schedule.holds().iter().map(|h| (h.start, h.end)).collect();
@@ -276,6 +280,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         in_flight: AtomicU64::new(0),
         stop: tokio::sync::watch::Sender::new(false),
+        done: tokio::sync::Notify::new(),
         peak_in_flight: AtomicU64::new(0),
         saturated: AtomicU64::new(0),
         generator_late: AtomicU64::new(0),
@@ -305,8 +310,8 @@ pub async fn run(
         .register_transaction(Transaction::new(step).set_name("paced request"));
 
     let config = goose_config(scenario, target, users, shared.schedule.duration());
-    let bar = progress_bar(progress);
-    let ticker = spawn_ticker(shared.clone(), bar.clone(), scenario.timeout);
+    let progress = Progress::new(progress, shared.schedule.duration());
+    let ticker = spawn_ticker(shared.clone(), progress, scenario.timeout);
 
     // Goose's own client is never used (see `Shared::client`): one shared client, not one each.
     let attack = GooseAttack::initialize_with_config(config).and_then(|a| {
@@ -317,8 +322,10 @@ pub async fn run(
         Err(e) => Some(format!("{e:?}")),
         Ok(a) => a.execute().await.err().map(|e| format!("{e:?}")),
     };
-    ticker.abort();
-    bar.finish_and_clear();
+    shared.done.notify_one();
+    if let Ok(progress) = ticker.await {
+        progress.finish();
+    }
     let interrupted = goose::is_killswitch_triggered() && !shared.completed.load(Ordering::SeqCst);
     // Goose's Ctrl-C handler stays installed and exits the process at once when the killswitch
     // is already set; clear it so a Ctrl-C while we fetch emu events and write the reports
@@ -374,18 +381,21 @@ fn goose_config(
     config
 }
 
-/// Every half second: packs the seconds no open request can still land in (a soak keeps
-/// megabytes, not gigabytes) and updates the progress line.
+/// Every half second (or each progress interval, when shorter): packs the seconds no open
+/// request can still land in (a soak keeps megabytes, not gigabytes) and shows the progress.
 fn spawn_ticker(
     shared: Arc<Shared>,
-    bar: ProgressBar,
+    mut progress: Progress,
     timeout: Duration,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Progress> {
     let keep = timeout + Duration::from_secs(3);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(progress.tick());
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shared.done.notified() => return progress,
+            }
             if goose::is_killswitch_triggered() {
                 shared.stop.send_replace(true);
             }
@@ -395,27 +405,18 @@ fn spawn_ticker(
             let elapsed = start.elapsed();
             let mut rec = shared.recorder.lock();
             rec.pack_before(elapsed.saturating_sub(keep));
-            if bar.is_hidden() {
-                continue;
-            }
-            let sec = elapsed.as_secs() as usize;
-            let achieved = sec
-                .checked_sub(1)
-                .and_then(|s| rec.seconds.get(s))
-                .map(|s| s.requests)
-                .unwrap_or(0);
-            let p95 = record::pct_ms(&rec.overall, 0.95).unwrap_or(0.0);
-            let msg = format!(
-                "{:>6.1}s / {:.0}s  {:>6} / {:>6.0} rps  p95 {:>7.1} ms  errors {}",
-                elapsed.as_secs_f64(),
-                shared.schedule.duration().as_secs_f64(),
-                achieved,
-                shared.schedule.rate_at(elapsed.as_secs_f64() - 1.0),
-                p95,
-                rec.errors
-            );
+            let p95_ms = record::pct_ms(&rec.overall, 0.95);
+            let errors = rec.errors;
             drop(rec);
-            bar.set_message(msg);
+            progress.update(&Snapshot {
+                elapsed,
+                planned: shared.schedule.duration(),
+                target_rps: shared.schedule.rate_at(elapsed.as_secs_f64()),
+                sent: shared.sent.load(Ordering::Relaxed),
+                p95_ms,
+                errors,
+                in_flight: shared.in_flight.load(Ordering::Relaxed),
+            });
         }
     })
 }
@@ -429,20 +430,6 @@ fn pick(cumulative: &[u64], k: u64) -> usize {
     let u = (k as f64 * 0.618_033_988_749_894_9).fract();
     let x = ((u * total as f64) as u64).min(total - 1);
     cumulative.partition_point(|c| *c <= x)
-}
-
-/// The live progress line; hidden when stderr is not a terminal (CI logs stay clean).
-fn progress_bar(enabled: bool) -> ProgressBar {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 #[cfg(test)]

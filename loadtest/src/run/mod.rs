@@ -180,7 +180,7 @@ pub async fn run_scenario(
         ..RunOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    let report = execute(&p, false).await;
+    let report = execute(&p, engine::ProgressMode::Off).await;
     report::write_all(&report, out).map_err(|e| format!("cannot write reports: {e}"))?;
     Ok(report)
 }
@@ -202,7 +202,7 @@ async fn reachable(
 }
 
 /// Runs a prepared scenario end to end and returns its report (never panics on the target).
-pub async fn execute(p: &Prepared, progress: bool) -> Report {
+pub async fn execute(p: &Prepared, progress: engine::ProgressMode) -> Report {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

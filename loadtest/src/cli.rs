@@ -100,6 +100,16 @@ pub struct RunArgs {
     /// When stderr is not a terminal (a CI log), print one progress line this often.
     #[arg(long, value_name = "D", default_value = "10s")]
     pub progress_interval: String,
+    /// A header for every request, "Name: value"; repeat for more. It replaces the scenario's
+    /// header of the same name, e.g. --header "Authorization: Bearer $TOKEN".
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Trust this CA (PEM) beside the platform's roots for an https:// target.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not check the target's certificate (a test server's; never the real service's).
+    #[arg(long)]
+    pub insecure: bool,
     /// Run the I-th of N equal shares of the scenario's rate (one per machine), e.g. 2/4;
     /// `loadtest merge` joins the shards' reports.
     #[arg(long, value_name = "I/N")]
@@ -157,6 +167,9 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
             rate,
             out: args.out.clone(),
             shard,
+            headers: args.headers.clone(),
+            ca_cert: args.ca_cert.clone(),
+            insecure: args.insecure,
         },
         progress: !args.no_progress,
         progress_interval,

@@ -32,6 +32,7 @@ fn half_sent(pacing: Pacing) -> Report {
         duration_factor: 1.0,
         rps_factor: 1.0,
         shard: None,
+        client: Default::default(),
     };
     let emulator = EmulatorSection {
         detected: false,

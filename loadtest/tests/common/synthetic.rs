@@ -77,6 +77,7 @@ pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) 
         duration_factor: 1.0,
         rps_factor: 1.0,
         shard: None,
+        client: Default::default(),
     };
     let result = EngineResult {
         recorder: rec,

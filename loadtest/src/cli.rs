@@ -17,7 +17,8 @@ use crate::run::{RateScaling, RunOptions};
 
 /// Drive a scenario at a service with goose and judge it against its SLOs.
 ///
-/// Exit codes: 0 pass · 1 an SLO failed · 2 bad input · 3 run invalid.
+/// Exit codes: 0 pass · 1 an SLO failed · 2 bad input · 3 run invalid · 4 (`--baseline`) the
+/// comparison is inconclusive.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version)]
 pub struct Cli {
@@ -36,7 +37,8 @@ pub enum Command {
     },
     /// Say, with statistics, whether CURRENT regressed against BASELINE.
     ///
-    /// Exit codes: 0 no regression · 1 regression · 2 bad input.
+    /// Exit codes: 0 no regression · 1 regression · 2 bad input · 4 inconclusive (the baseline is
+    /// too noisy to rule a regression out).
     Compare(CompareArgs),
     /// Merge shard reports (`run --shard I/N`) into one report, judged on the merged data.
     ///
@@ -57,6 +59,9 @@ pub struct CompareArgs {
     /// A change smaller than this is never a regression, however significant, e.g. 10% or 0.1.
     #[arg(long, value_name = "PCT", default_value = "10%")]
     pub tolerance: String,
+    /// A latency percentile change smaller than this many ms is never a regression either.
+    #[arg(long, value_name = "MS", default_value_t = compare::DEFAULT_FLOOR_MS)]
+    pub floor_ms: f64,
     /// Bootstrap resamples per metric.
     #[arg(long, value_name = "N", default_value_t = compare::DEFAULT_RESAMPLES)]
     pub resamples: usize,
@@ -181,6 +186,12 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
 /// `compare`'s flags as options; a message for exit 2 when one is out of range.
 pub fn compare_command(args: &CompareArgs) -> Result<CompareCommand, String> {
     let tolerance = parse_tolerance(&args.tolerance)?;
+    if !args.floor_ms.is_finite() || !(0.0..=60_000.0).contains(&args.floor_ms) {
+        return Err(format!(
+            "--floor-ms {} must be between 0 and 60000",
+            args.floor_ms
+        ));
+    }
     if args.resamples == 0 || args.resamples > 1_000_000 {
         return Err("--resamples must be between 1 and 1000000".into());
     }
@@ -190,6 +201,7 @@ pub fn compare_command(args: &CompareArgs) -> Result<CompareCommand, String> {
         out: args.out.clone(),
         options: compare::Options {
             tolerance,
+            floor_ms: args.floor_ms,
             resamples: args.resamples,
             seed: args.seed,
         },

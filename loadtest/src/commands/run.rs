@@ -101,6 +101,7 @@ pub fn run(cmd: &RunCommand) -> i32 {
             match (code, c.regressed()) {
                 (exit::INVALID, _) => exit::INVALID,
                 (_, true) => exit::SLO_FAILED,
+                (exit::PASS, false) if c.inconclusive() => exit::INCONCLUSIVE,
                 (code, false) => code,
             }
         }

@@ -504,4 +504,9 @@ path = "/work?ms=300"
     assert!(r["service_time"]["p50_ms"].as_f64().unwrap() < 1500.0);
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
     assert!(junit.contains("not_sent_target_saturated"), "{junit}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| In flight | max_in_flight 2 (max_in_flight = 2 in the scenario"),
+        "{md}"
+    );
 }

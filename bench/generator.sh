@@ -8,8 +8,8 @@
 #
 # Target: bench-hello (bench/hello), reached directly, so the generator is what runs out first.
 #   max rate   wrk -t$THREADS -c$CONNS -d${MAX_SECONDS}s, against `loadtest run` of a one-stage
-#              scenario asking for 100000 rps with max_in_flight = $CONNS (loadtest then says the run
-#              is invalid, exit 3: it could not produce the load; its report.json says what it did)
+#              scenario asking for 100000 rps with max_in_flight = $CONNS (loadtest then fails or voids the run,
+#              exit 1 or 3: it could not produce the load; its report.json says what it did)
 #   peak cost  `loadtest run peak --rps $PEAK_RPS --duration ${PEAK_SECONDS}s` (the peak scenario
 #              compressed: ramp then hold); loadtest's CPU time (utime + stime from /proc, sampled
 #              every 0.5 s) over the hold window that report.json names, per 1000 requests and as

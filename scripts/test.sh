@@ -12,6 +12,8 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
+# xmllint: loadtest's junit.xml is checked against the strict Ant JUnit schema (loadtest/tests/junit.rs).
+command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -qq

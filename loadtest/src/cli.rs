@@ -17,7 +17,8 @@ use crate::run::{RateScaling, RunOptions};
 
 /// Drive a scenario at a service with goose and judge it against its SLOs.
 ///
-/// Exit codes: 0 pass · 1 an SLO failed · 2 bad input · 3 run invalid.
+/// Exit codes: 0 pass · 1 an SLO failed · 2 bad input · 3 run invalid · 4 (`--baseline`) the
+/// comparison is inconclusive.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version)]
 pub struct Cli {
@@ -36,7 +37,8 @@ pub enum Command {
     },
     /// Say, with statistics, whether CURRENT regressed against BASELINE.
     ///
-    /// Exit codes: 0 no regression · 1 regression · 2 bad input.
+    /// Exit codes: 0 no regression · 1 regression · 2 bad input · 4 inconclusive (the baseline is
+    /// too noisy to rule a regression out).
     Compare(CompareArgs),
     /// Merge shard reports (`run --shard I/N`) into one report, judged on the merged data.
     ///
@@ -57,6 +59,9 @@ pub struct CompareArgs {
     /// A change smaller than this is never a regression, however significant, e.g. 10% or 0.1.
     #[arg(long, value_name = "PCT", default_value = "10%")]
     pub tolerance: String,
+    /// A latency percentile change smaller than this many ms is never a regression either.
+    #[arg(long, value_name = "MS", default_value_t = compare::DEFAULT_FLOOR_MS)]
+    pub floor_ms: f64,
     /// Bootstrap resamples per metric.
     #[arg(long, value_name = "N", default_value_t = compare::DEFAULT_RESAMPLES)]
     pub resamples: usize,
@@ -94,9 +99,22 @@ pub struct RunArgs {
     /// Where to write the reports [default: loadtest-runs/<scenario>-<timestamp>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// No live progress line (it is off anyway when stderr is not a terminal).
+    /// No progress at all: neither the live bar (on a terminal) nor the plain lines (elsewhere).
     #[arg(long)]
     pub no_progress: bool,
+    /// When stderr is not a terminal (a CI log), print one progress line this often.
+    #[arg(long, value_name = "D", default_value = "10s")]
+    pub progress_interval: String,
+    /// A header for every request, "Name: value"; repeat for more. It replaces the scenario's
+    /// header of the same name, e.g. --header "Authorization: Bearer $TOKEN".
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Trust this CA (PEM) beside the platform's roots for an https:// target.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not check the target's certificate (a test server's; never the real service's).
+    #[arg(long)]
+    pub insecure: bool,
     /// Run the I-th of N equal shares of the scenario's rate (one per machine), e.g. 2/4;
     /// `loadtest merge` joins the shards' reports.
     #[arg(long, value_name = "I/N")]
@@ -132,6 +150,15 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
     let tolerance = parse_tolerance(&args.tolerance)?;
+    let progress_interval = humantime::parse_duration(args.progress_interval.trim())
+        .ok()
+        .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "--progress-interval {:?} must be a duration from 100ms to 1h, e.g. 10s",
+                args.progress_interval
+            )
+        })?;
     let rate = match (args.rps, args.rps_scale) {
         (Some(n), _) => Some(RateScaling::PeakRps(n)),
         (None, Some(f)) => Some(RateScaling::Factor(f)),
@@ -145,8 +172,12 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
             rate,
             out: args.out.clone(),
             shard,
+            headers: args.headers.clone(),
+            ca_cert: args.ca_cert.clone(),
+            insecure: args.insecure,
         },
         progress: !args.no_progress,
+        progress_interval,
         baseline: args.baseline.clone(),
         tolerance,
     })
@@ -155,6 +186,12 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
 /// `compare`'s flags as options; a message for exit 2 when one is out of range.
 pub fn compare_command(args: &CompareArgs) -> Result<CompareCommand, String> {
     let tolerance = parse_tolerance(&args.tolerance)?;
+    if !args.floor_ms.is_finite() || !(0.0..=60_000.0).contains(&args.floor_ms) {
+        return Err(format!(
+            "--floor-ms {} must be between 0 and 60000",
+            args.floor_ms
+        ));
+    }
     if args.resamples == 0 || args.resamples > 1_000_000 {
         return Err("--resamples must be between 1 and 1000000".into());
     }
@@ -164,6 +201,7 @@ pub fn compare_command(args: &CompareArgs) -> Result<CompareCommand, String> {
         out: args.out.clone(),
         options: compare::Options {
             tolerance,
+            floor_ms: args.floor_ms,
             resamples: args.resamples,
             seed: args.seed,
         },

@@ -58,6 +58,15 @@ async fn smoke_against_a_healthy_target_passes_and_writes_all_four_reports() {
         assert!(!item[k].is_null(), "timeline item lacks {k}: {item}");
     }
     assert_eq!(r["emulator"]["detected"], false);
+    // smoke: 20 rps × its 5 s timeout, shown with how it was chosen and the open-file limit.
+    assert_eq!(r["load"]["max_in_flight"], 100, "{}", r["load"]);
+    let basis = r["load"]["max_in_flight_basis"].as_str().unwrap();
+    assert!(
+        basis.contains("peak 20 rps × 5 s request timeout"),
+        "{basis}"
+    );
+    assert!(r["load"]["open_file_limit"].as_u64().unwrap() >= 16);
+    assert_eq!(r["load"]["not_sent_target_saturated"], 0);
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && !html.contains("http://cdn"),
@@ -444,23 +453,24 @@ async fn ctrl_c_still_writes_all_reports_marked_interrupted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_the_generator_cannot_hold_is_invalid_with_the_reason() {
+async fn a_target_that_holds_every_allowed_request_fails_naming_max_in_flight() {
     let target = serve(healthy_app()).await;
     let dir = tempfile::tempdir().unwrap();
-    // One request in flight against a 200 ms endpoint can do 5 rps; 20 are asked.
+    // Two requests in flight against a 300 ms endpoint can do ~6.7 rps; 20 are asked: the
+    // target, not the generator, holds the load back.
     let sc = write_scenario(
         dir.path(),
         "tight.toml",
         r#"
-max_in_flight = 1
+max_in_flight = 2
 
 [[stage]]
 rps = 20
-hold = "1s"
+hold = "2s"
 
 [[request]]
 name = "work"
-path = "/work?ms=200"
+path = "/work?ms=300"
 "#,
     );
     let out = dir.path().join("out");
@@ -473,21 +483,44 @@ path = "/work?ms=200"
         out.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    let r = read_json(&out);
-    assert_eq!(r["verdict"], "invalid");
-    let reason = r["invalid_reasons"][0].as_str().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        reason.contains("of the 20.0 rps asked") && reason.contains("max_in_flight"),
-        "{reason}"
+        err.contains("because the target held every allowed request in flight: max_in_flight = 2")
+            && err.contains("2 in flight at most"),
+        "{err}"
     );
+    let r = read_json(&out);
+    assert_schema_valid(&r);
+    assert_eq!(r["verdict"], "fail");
+    assert_eq!(r["invalid_reasons"].as_array().unwrap().len(), 0, "{r}");
+    let load = &r["load"];
+    assert_eq!(load["max_in_flight"], 2);
+    assert_eq!(load["peak_in_flight"], 2);
+    let held = load["not_sent_target_saturated"].as_u64().unwrap();
+    assert!(held >= 10, "{load}");
+    let slo = r["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "not_sent_target_saturated")
+        .unwrap();
+    assert_eq!(slo["passed"], false);
+    assert_eq!(slo["observed"].as_f64(), Some(held as f64));
     // Every slot is still sent, late, and its latency counts the wait (CO mitigation).
-    assert_eq!(r["totals"]["requests"], 20);
+    assert_eq!(r["totals"]["requests"], 40);
     assert!(
         r["latency"]["max_ms"].as_f64().unwrap() > 2000.0,
         "{}",
         r["latency"]
     );
-    // …while the server itself took ~200 ms each (p50 is robust on a busy machine).
-    assert!(r["service_time"]["p50_ms"].as_f64().unwrap() < 1000.0);
+    // …while the server itself took ~300 ms each (p50 is robust on a busy machine).
+    assert!(r["service_time"]["p50_ms"].as_f64().unwrap() < 1500.0);
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(junit.contains("not_sent_target_saturated"), "{junit}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| In flight | max_in_flight 2 (max_in_flight = 2 in the scenario"),
+        "{md}"
+    );
 }

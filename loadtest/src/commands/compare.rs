@@ -17,7 +17,8 @@ pub struct CompareCommand {
     pub options: lib::Options,
 }
 
-/// Exit 0 no regression, 1 regression, 2 a report that cannot be read or compared.
+/// Exit 0 no regression, 1 regression, 2 a report that cannot be read or compared, 4
+/// inconclusive (the baseline is too noisy to rule a regression out).
 pub fn compare(cmd: &CompareCommand) -> i32 {
     let baseline = match load_baseline(&cmd.baseline) {
         Ok(b) => b,
@@ -48,6 +49,8 @@ pub fn compare(cmd: &CompareCommand) -> i32 {
     eprintln!("  comparison: {}", out.display());
     if c.regressed() {
         exit::SLO_FAILED
+    } else if c.inconclusive() {
+        exit::INCONCLUSIVE
     } else {
         exit::PASS
     }
@@ -67,7 +70,7 @@ pub(super) fn print_summary(c: &Comparison) {
     for m in c.metrics.iter().filter(|m| {
         matches!(
             m.verdict,
-            MetricVerdict::Regression | MetricVerdict::Improvement
+            MetricVerdict::Regression | MetricVerdict::Improvement | MetricVerdict::Inconclusive
         )
     }) {
         eprintln!(

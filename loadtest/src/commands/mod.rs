@@ -22,6 +22,9 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 2;
     /// Run invalid: target unreachable, rate not held, interrupted, a shard invalid.
     pub const INVALID: i32 = 3;
+    /// `compare`, `run --baseline`: no regression found, but the baseline is too noisy to rule
+    /// one out (its own spread is wider than the floor); not a failure, not a pass.
+    pub const INCONCLUSIVE: i32 = 4;
 }
 
 /// The exit code for a run's (or a merged run's) verdict.
@@ -53,5 +56,8 @@ fn print_reasons(report: &Report) {
             s.comparison,
             s.threshold
         );
+        if let Some(d) = &s.detail {
+            eprintln!("    {d}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::compare::print_summary;
 use super::{bad_input, exit, print_reasons, verdict_code};
 use crate::compare;
+use crate::engine::ProgressMode;
 use crate::report::{self, load_baseline, Loaded};
 use crate::run::{execute, prepare, RunOptions};
 
@@ -13,6 +14,8 @@ use crate::run::{execute, prepare, RunOptions};
 pub struct RunCommand {
     pub run: RunOptions,
     pub progress: bool,
+    /// Off a terminal, one progress line every this long.
+    pub progress_interval: std::time::Duration,
     /// A report.json or a folder of them; a regression makes the exit code 1.
     pub baseline: Option<PathBuf>,
     /// Tolerance of the comparison with `baseline`.
@@ -62,7 +65,8 @@ pub fn run(cmd: &RunCommand) -> i32 {
             return exit::INVALID;
         }
     };
-    let report = rt.block_on(execute(&prepared, cmd.progress));
+    let progress = ProgressMode::for_stderr(cmd.progress, cmd.progress_interval);
+    let report = rt.block_on(execute(&prepared, progress));
     if let Err(e) = report::write_all(&report, &prepared.out) {
         eprintln!(
             "loadtest: cannot write the reports to {}: {e}",
@@ -97,6 +101,7 @@ pub fn run(cmd: &RunCommand) -> i32 {
             match (code, c.regressed()) {
                 (exit::INVALID, _) => exit::INVALID,
                 (_, true) => exit::SLO_FAILED,
+                (exit::PASS, false) if c.inconclusive() => exit::INCONCLUSIVE,
                 (code, false) => code,
             }
         }

@@ -31,15 +31,22 @@ pub const BLOCK_RESAMPLES: usize = 1000;
 /// How to compare.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
+    /// The practical floor, relative: a smaller change is never a regression.
     pub tolerance: f64,
+    /// The practical floor of latency percentiles in ms: a smaller change is never a regression.
+    pub floor_ms: f64,
     pub resamples: usize,
     pub seed: u64,
 }
+
+/// Default absolute floor of a latency percentile change.
+pub const DEFAULT_FLOOR_MS: f64 = 1.0;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             tolerance: 0.10,
+            floor_ms: DEFAULT_FLOOR_MS,
             resamples: DEFAULT_RESAMPLES,
             seed: DEFAULT_SEED,
         }
@@ -52,6 +59,8 @@ impl Default for Options {
 pub enum CompareVerdict {
     Regression,
     NoRegression,
+    /// No regression found, but the baseline is too noisy to rule one out for some metric.
+    Inconclusive,
 }
 
 /// What one metric did.
@@ -68,6 +77,9 @@ pub enum MetricVerdict {
     NoChange,
     /// Not enough data on one side.
     NotJudged,
+    /// Beyond the floor, but the baseline's own noise is wider than the floor and the interval
+    /// does not clear it.
+    Inconclusive,
 }
 
 impl MetricVerdict {
@@ -78,6 +90,7 @@ impl MetricVerdict {
             MetricVerdict::WithinTolerance => "within tolerance",
             MetricVerdict::NoChange => "no change",
             MetricVerdict::NotJudged => "not judged",
+            MetricVerdict::Inconclusive => "inconclusive",
         }
     }
 }
@@ -169,6 +182,12 @@ pub struct Comparison {
     /// Ids of the metrics that regressed.
     pub regressions: Vec<String>,
     pub improvements: Vec<String>,
+    /// Ids of the metrics the baseline is too noisy to judge.
+    #[serde(default)]
+    pub inconclusive: Vec<String>,
+    /// The absolute floor of latency percentile changes (ms).
+    #[serde(default)]
+    pub floor_ms: f64,
     pub metrics: Vec<Metric>,
     pub warnings: Vec<String>,
 }
@@ -176,6 +195,10 @@ pub struct Comparison {
 impl Comparison {
     pub fn regressed(&self) -> bool {
         self.verdict == CompareVerdict::Regression
+    }
+
+    pub fn inconclusive(&self) -> bool {
+        self.verdict == CompareVerdict::Inconclusive
     }
 
     pub fn newly_failing(&self) -> impl Iterator<Item = &SloChange> {
@@ -195,6 +218,14 @@ impl Comparison {
                 self.baseline.runs,
                 pct(self.tolerance),
                 self.improvements.len()
+            ),
+            CompareVerdict::Inconclusive => format!(
+                "INCONCLUSIVE — {}: no regression found, but {} metric(s) changed by less than the baseline varies by itself ({}); tolerance {}, floor {} ms",
+                self.scenario,
+                self.inconclusive.len(),
+                self.inconclusive.join(", "),
+                pct(self.tolerance),
+                crate::scenario::fmt_num(self.floor_ms)
             ),
             CompareVerdict::Regression => format!(
                 "REGRESSION — {}: {} metric(s) regressed{}; tolerance {}",
@@ -246,6 +277,7 @@ pub fn compare(
     };
     let regressions = ids(MetricVerdict::Regression);
     let improvements = ids(MetricVerdict::Improvement);
+    let inconclusive = ids(MetricVerdict::Inconclusive);
     let newly = slo_changes.iter().any(|s| s.status == "newly_failing");
     let base_refs: Vec<&Loaded> = baseline.iter().collect();
     Ok(Comparison {
@@ -255,10 +287,12 @@ pub fn compare(
             version: env!("CARGO_PKG_VERSION").into(),
         },
         scenario,
-        verdict: if regressions.is_empty() && !newly {
-            CompareVerdict::NoRegression
-        } else {
+        verdict: if !regressions.is_empty() || newly {
             CompareVerdict::Regression
+        } else if !inconclusive.is_empty() {
+            CompareVerdict::Inconclusive
+        } else {
+            CompareVerdict::NoRegression
         },
         tolerance: opts.tolerance,
         confidence: stats::CONFIDENCE,
@@ -270,6 +304,8 @@ pub fn compare(
         slo_changes,
         regressions,
         improvements,
+        inconclusive,
+        floor_ms: opts.floor_ms,
         metrics,
         warnings,
     })

@@ -7,8 +7,8 @@ use hdrhistogram::Histogram;
 
 use super::{pct, Comparison, Metric, MetricVerdict};
 use crate::engine::record::{add_hist, decode_hist, new_hist};
+use crate::report::html::xml_escape as esc;
 use crate::report::html::{chart, nice_ceiling, short, Series};
-use crate::report::junit::xml_escape as esc;
 use crate::report::Report;
 
 /// A value with its unit, `—` when missing.

@@ -16,6 +16,8 @@
 //! Goose's own metrics, reports, banner, telnet and websocket controllers are all off; goose
 //! never sees our argv (`GooseAttack::initialize_with_config`).
 
+pub mod pacing;
+pub mod progress;
 pub mod record;
 pub mod schedule;
 
@@ -23,16 +25,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::goose::Scenario as GooseScenario;
-use goose::prelude::{
-    GooseAttack, GooseMethod, GooseRequest, GooseUser, Transaction, TransactionFunction,
-};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use goose::prelude::{GooseAttack, Transaction, TransactionFunction};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::scenario::{Method, Scenario};
+pub use pacing::Pacing;
+pub use progress::ProgressMode;
+use progress::{Progress, Snapshot};
 pub use record::{Outcome, Recorder};
 pub use schedule::Schedule;
 
@@ -48,22 +51,10 @@ pub struct EngineResult {
     pub planned: u64,
     /// Slots claimed and sent.
     pub sent: u64,
+    /// The in-flight cap and who made sends late.
+    pub pacing: Pacing,
     /// Goose refused to run (a bug in our wiring, not the user's input).
     pub goose_error: Option<String>,
-}
-
-/// How many goose users (= most requests in flight) a scenario gets.
-///
-/// Enough for one second of latency at the peak rate (Little's law: in flight = rate ×
-/// latency), at least 16, at most 4000; a scenario can set `max_in_flight`. Each user costs a
-/// reqwest client, so this is bounded. When the service is slower than that, requests leave
-/// late: latency still counts from the intended time, and the achieved rate (by actual send
-/// time) falls, which makes the run invalid with the send lag in the reason.
-pub fn users_for(scenario: &Scenario) -> usize {
-    scenario
-        .max_in_flight
-        .unwrap_or_else(|| (scenario.peak_rps().ceil() as usize).clamp(16, 4000))
-        .min(10_000)
 }
 
 struct Shared {
@@ -76,6 +67,21 @@ struct Shared {
     sent: AtomicU64,
     /// Slots claimed and not yet recorded (sleeping until due, or in flight).
     open: AtomicU64,
+    /// Requests sent and not yet answered.
+    in_flight: AtomicU64,
+    /// Set by the ticker once goose's killswitch is (Ctrl-C): wakes every sleeping user.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Goose has returned: the ticker clears the progress bar and ends.
+    done: tokio::sync::Notify,
+    peak_in_flight: AtomicU64,
+    saturated: AtomicU64,
+    generator_late: AtomicU64,
+    users: usize,
+    /// One client for every user: a user is then a task, not a connection pool, so the cap can
+    /// be sized by rate × timeout.
+    client: reqwest::Client,
+    /// The base URL, without a trailing `/`.
+    target: String,
     /// Every slot was sent and answered; we ended goose, not Ctrl-C.
     completed: AtomicBool,
     recorder: Mutex<Recorder>,
@@ -93,7 +99,7 @@ impl Shared {
     }
 
     /// One iteration of the only transaction: wait for the next slot, send, record.
-    async fn step(&self, user: &mut GooseUser) {
+    async fn step(&self) {
         let start = self.start();
         if goose::is_killswitch_triggered() {
             // Ctrl-C: claim nothing more; goose is stopping the users.
@@ -102,6 +108,8 @@ impl Shared {
         }
         self.open.fetch_add(1, Ordering::SeqCst);
         let k = self.next.fetch_add(1, Ordering::SeqCst);
+        let claimed = Instant::now();
+        let others_in_flight = self.in_flight.load(Ordering::SeqCst);
         let Some(offset) = self.schedule.send_time(k) else {
             // Schedule done. The last user to see nothing open ends the attack through goose's
             // killswitch (its only early-stop hook), so a slow tail is waited for rather than
@@ -115,22 +123,48 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(20)).await;
             return;
         };
-        self.send(user, start, offset, k).await;
+        let claim = Claim {
+            k,
+            offset,
+            claimed: claimed.saturating_duration_since(start),
+            others_in_flight,
+        };
+        self.send(start, claim).await;
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
-    async fn send(&self, user: &mut GooseUser, start: Instant, offset: Duration, k: u64) {
+    /// Counts a late send against the target or the generator (see [`pacing`]).
+    fn count_lateness(&self, claim: &Claim, sent: Duration) {
+        let cause = pacing::classify(
+            claim.offset,
+            claim.claimed,
+            sent,
+            claim.others_in_flight,
+            self.users,
+        );
+        match cause {
+            pacing::SendCause::OnTime => {}
+            pacing::SendCause::TargetSaturated => {
+                self.saturated.fetch_add(1, Ordering::Relaxed);
+            }
+            pacing::SendCause::GeneratorLate => {
+                self.generator_late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn send(&self, start: Instant, claim: Claim) {
+        let (k, offset) = (claim.k, claim.offset);
         let intended = start + offset;
-        // Sleep in short steps so Ctrl-C (goose's killswitch) ends the run promptly.
-        loop {
-            if goose::is_killswitch_triggered() {
-                return;
-            }
-            let now = Instant::now();
-            if now >= intended {
-                break;
-            }
-            tokio::time::sleep_until(intended.min(now + Duration::from_millis(250))).await;
+        // Sleep until due, or until Ctrl-C (goose's killswitch, which the ticker watches): one
+        // wake-up per slot, however many thousand users sleep ahead.
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep_until(intended) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if goose::is_killswitch_triggered() {
+            return;
         }
         let idx = self.pick(k);
         let spec = &self.scenario.requests[idx];
@@ -148,58 +182,31 @@ impl Shared {
             )
         };
         let method = match spec.method {
-            Method::Get => GooseMethod::Get,
-            Method::Post => GooseMethod::Post,
-            Method::Put => GooseMethod::Put,
-            Method::Patch => GooseMethod::Patch,
-            Method::Delete => GooseMethod::Delete,
-            Method::Head => GooseMethod::Head,
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+            Method::Head => reqwest::Method::HEAD,
         };
+        let mut rb = self
+            .client
+            .request(method, format!("{}{path}", self.target))
+            .timeout(self.scenario.timeout);
+        for (k, v) in &headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
         let sent_at = Instant::now();
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let (status, cold_start, instance) = match user.get_request_builder(&method, &path) {
-            Err(_) => (None, false, None),
-            Ok(mut rb) => {
-                for (k, v) in &headers {
-                    rb = rb.header(k.as_str(), v.as_str());
-                }
-                if let Some(b) = body {
-                    rb = rb.header("content-type", "application/json").body(b);
-                }
-                rb = rb.timeout(self.scenario.timeout);
-                let req = GooseRequest::builder()
-                    .method(method)
-                    .path(path.as_str())
-                    .name(spec.name.as_str())
-                    .set_request_builder(rb)
-                    .build();
-                match user.request(req).await {
-                    Ok(goose) => match goose.response {
-                        Ok(resp) => {
-                            let status = resp.status().as_u16();
-                            let h = resp.headers();
-                            let cold = h
-                                .get("x-emu-cold-start")
-                                .and_then(|v| v.to_str().ok())
-                                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                            // `none`: emu answered itself (429, 504, …); no instance served it.
-                            let instance = h
-                                .get("x-emu-instance")
-                                .and_then(|v| v.to_str().ok())
-                                .filter(|v| *v != "none")
-                                .map(str::to_string);
-                            // The latency includes the whole body, as a client would wait.
-                            match resp.bytes().await {
-                                Ok(_) => (Some(status), cold, instance),
-                                Err(_) => (None, cold, instance),
-                            }
-                        }
-                        Err(_) => (None, false, None),
-                    },
-                    Err(_) => (None, false, None),
-                }
-            }
-        };
+        self.count_lateness(&claim, sent_at.saturating_duration_since(start));
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight
+            .fetch_max(now_in_flight, Ordering::Relaxed);
+        let (status, cold_start, instance) = exchange(rb).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let done = Instant::now();
         let outcome = Outcome {
             request: idx,
@@ -215,9 +222,49 @@ impl Shared {
     }
 }
 
-/// Runs the scenario's schedule against `target` with goose. Never panics on the target's
-/// behaviour; a goose wiring error is returned in `goose_error`.
-pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineResult {
+/// Sends one request and reads the whole body (as a client would wait for it): the status,
+/// whether emu marked it a cold start, and which instance served it. `None` status: no answer.
+async fn exchange(rb: reqwest::RequestBuilder) -> (Option<u16>, bool, Option<String>) {
+    let Ok(resp) = rb.send().await else {
+        return (None, false, None);
+    };
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let cold = h
+        .get("x-emu-cold-start")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    // `none`: emu answered itself (429, 504, …); no instance served it.
+    let instance = h
+        .get("x-emu-instance")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| *v != "none")
+        .map(str::to_string);
+    match resp.bytes().await {
+        Ok(_) => (Some(status), cold, instance),
+        Err(_) => (None, cold, instance),
+    }
+}
+
+/// A slot as a user claimed it: which, when due, when claimed, and how many of the other
+/// users' requests were in flight then.
+struct Claim {
+    k: u64,
+    offset: Duration,
+    claimed: Duration,
+    others_in_flight: u64,
+}
+
+/// Runs the scenario's schedule against `target` with goose, `cap.max_in_flight` users and one
+/// shared `client`. Never panics on the target's behaviour; a goose wiring error is returned
+/// in `goose_error`.
+pub async fn run(
+    scenario: &Scenario,
+    target: &str,
+    client: reqwest::Client,
+    cap: Pacing,
+    progress: ProgressMode,
+) -> EngineResult {
     let schedule = Schedule::new(&scenario.stages);
     let holds: Vec<(f64, f64)> = schedule.holds().iter().map(|h| (h.start, h.end)).collect();
     let mut acc = 0;
@@ -229,8 +276,17 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
             acc
         })
         .collect();
-    let users = users_for(scenario);
+    let users = cap.max_in_flight;
     let shared = Arc::new(Shared {
+        in_flight: AtomicU64::new(0),
+        stop: tokio::sync::watch::Sender::new(false),
+        done: tokio::sync::Notify::new(),
+        peak_in_flight: AtomicU64::new(0),
+        saturated: AtomicU64::new(0),
+        generator_late: AtomicU64::new(0),
+        users,
+        client,
+        target: target.to_string(),
         recorder: Mutex::new(Recorder::new(scenario.requests.len(), holds)),
         schedule,
         scenario: scenario.clone(),
@@ -243,10 +299,10 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     });
 
     let step_shared = shared.clone();
-    let step: TransactionFunction = Arc::new(move |user| {
+    let step: TransactionFunction = Arc::new(move |_user| {
         let shared = step_shared.clone();
         Box::pin(async move {
-            shared.step(user).await;
+            shared.step().await;
             Ok(())
         })
     });
@@ -254,17 +310,22 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
         .register_transaction(Transaction::new(step).set_name("paced request"));
 
     let config = goose_config(scenario, target, users, shared.schedule.duration());
-    let bar = progress_bar(progress);
-    let ticker = spawn_ticker(shared.clone(), bar.clone(), scenario.timeout);
+    let progress = Progress::new(progress, shared.schedule.duration());
+    let ticker = spawn_ticker(shared.clone(), progress, scenario.timeout);
 
-    let attack =
-        GooseAttack::initialize_with_config(config).map(|a| a.register_scenario(goose_scenario));
+    // Goose's own client is never used (see `Shared::client`): one shared client, not one each.
+    let attack = GooseAttack::initialize_with_config(config).and_then(|a| {
+        a.set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())
+            .map(|a| a.register_scenario(goose_scenario))
+    });
     let goose_error = match attack {
         Err(e) => Some(format!("{e:?}")),
         Ok(a) => a.execute().await.err().map(|e| format!("{e:?}")),
     };
-    ticker.abort();
-    bar.finish_and_clear();
+    shared.done.notify_one();
+    if let Ok(progress) = ticker.await {
+        progress.finish();
+    }
     let interrupted = goose::is_killswitch_triggered() && !shared.completed.load(Ordering::SeqCst);
     // Goose's Ctrl-C handler stays installed and exits the process at once when the killswitch
     // is already set; clear it so a Ctrl-C while we fetch emu events and write the reports
@@ -275,7 +336,14 @@ pub async fn run(scenario: &Scenario, target: &str, progress: bool) -> EngineRes
     let planned = shared.schedule.total();
     let sent = shared.sent.load(Ordering::Relaxed);
     let recorder = shared.recorder.lock().clone();
+    let pacing = Pacing {
+        peak_in_flight: shared.peak_in_flight.load(Ordering::Relaxed),
+        not_sent_target_saturated: shared.saturated.load(Ordering::Relaxed),
+        sent_late_by_generator: shared.generator_late.load(Ordering::Relaxed),
+        ..cap
+    };
     EngineResult {
+        pacing,
         recorder,
         started,
         ended,
@@ -313,45 +381,42 @@ fn goose_config(
     config
 }
 
-/// Every half second: packs the seconds no open request can still land in (a soak keeps
-/// megabytes, not gigabytes) and updates the progress line.
+/// Every half second (or each progress interval, when shorter): packs the seconds no open
+/// request can still land in (a soak keeps megabytes, not gigabytes) and shows the progress.
 fn spawn_ticker(
     shared: Arc<Shared>,
-    bar: ProgressBar,
+    mut progress: Progress,
     timeout: Duration,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Progress> {
     let keep = timeout + Duration::from_secs(3);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(progress.tick());
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shared.done.notified() => return progress,
+            }
+            if goose::is_killswitch_triggered() {
+                shared.stop.send_replace(true);
+            }
             let Some((start, _)) = shared.start.get().copied() else {
                 continue;
             };
             let elapsed = start.elapsed();
             let mut rec = shared.recorder.lock();
             rec.pack_before(elapsed.saturating_sub(keep));
-            if bar.is_hidden() {
-                continue;
-            }
-            let sec = elapsed.as_secs() as usize;
-            let achieved = sec
-                .checked_sub(1)
-                .and_then(|s| rec.seconds.get(s))
-                .map(|s| s.requests)
-                .unwrap_or(0);
-            let p95 = record::pct_ms(&rec.overall, 0.95).unwrap_or(0.0);
-            let msg = format!(
-                "{:>6.1}s / {:.0}s  {:>6} / {:>6.0} rps  p95 {:>7.1} ms  errors {}",
-                elapsed.as_secs_f64(),
-                shared.schedule.duration().as_secs_f64(),
-                achieved,
-                shared.schedule.rate_at(elapsed.as_secs_f64() - 1.0),
-                p95,
-                rec.errors
-            );
+            let p95_ms = record::pct_ms(&rec.overall, 0.95);
+            let errors = rec.errors;
             drop(rec);
-            bar.set_message(msg);
+            progress.update(&Snapshot {
+                elapsed,
+                planned: shared.schedule.duration(),
+                target_rps: shared.schedule.rate_at(elapsed.as_secs_f64()),
+                sent: shared.sent.load(Ordering::Relaxed),
+                p95_ms,
+                errors,
+                in_flight: shared.in_flight.load(Ordering::Relaxed),
+            });
         }
     })
 }
@@ -365,20 +430,6 @@ fn pick(cumulative: &[u64], k: u64) -> usize {
     let u = (k as f64 * 0.618_033_988_749_894_9).fract();
     let x = ((u * total as f64) as u64).min(total - 1);
     cumulative.partition_point(|c| *c <= x)
-}
-
-/// The live progress line; hidden when stderr is not a terminal (CI logs stay clean).
-fn progress_bar(enabled: bool) -> ProgressBar {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 #[cfg(test)]

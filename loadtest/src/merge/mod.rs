@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::engine::Recorder;
+use crate::engine::{Pacing, Recorder};
 use crate::report::{
     self, EmulatorSection, HoldInfo, InputError, Latency, LoadInfo, Loaded, Report, RequestReport,
     ScenarioInfo, SloRules, StageInfo, Verdict,
@@ -60,6 +60,9 @@ fn load_line(stages: &[StageInfo]) -> String {
         fmt_dur(std::time::Duration::from_secs_f64(total))
     )
 }
+
+/// Shards of one run start within this long of each other.
+const MAX_START_SPREAD_MS: i64 = 3_600_000;
 
 /// Checks that the inputs are shards of one run: same scenario, no shard twice, same count.
 fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
@@ -112,6 +115,22 @@ fn check(inputs: &[Loaded]) -> Result<Vec<String>, InputError> {
             }
         }
     }
+    // Each shard's timeline is placed by its start: shards far apart would make a timeline of
+    // all the seconds between them (and are not one run).
+    for l in inputs {
+        let apart = (l.report.started_unix_ms - first.report.started_unix_ms).abs();
+        if apart > MAX_START_SPREAD_MS {
+            return Err(InputError::new(
+                &l.path,
+                format!(
+                    "field `started_unix_ms`: {:.0} s apart from {}; shards of one run start within {} s of each other",
+                    apart as f64 / 1000.0,
+                    first.path.display(),
+                    MAX_START_SPREAD_MS / 1000
+                ),
+            ));
+        }
+    }
     if let Some(n) = count {
         let missing: Vec<String> = (1..=n)
             .filter(|i| !seen.contains_key(i))
@@ -161,7 +180,8 @@ pub fn merge(inputs: &[Loaded]) -> Result<(Report, Vec<String>), InputError> {
         0.0
     };
     let load = merged_load(inputs);
-    let (rules, slos) = judge(inputs, &sums, load.achieved_rps);
+    let (rules, mut slos) = judge(inputs, &sums, load.achieved_rps);
+    slos.push(slo::saturation(&load.pacing));
     let verdict = if !sums.invalid.is_empty() {
         Verdict::Invalid
     } else if slos.iter().any(|s| !s.passed) {
@@ -247,6 +267,27 @@ fn merged_load(inputs: &[Loaded]) -> LoadInfo {
             .map(|l| l.report.load.send_lag_max_ms)
             .fold(0.0, f64::max),
         holds,
+        pacing: merged_pacing(inputs),
+    }
+}
+
+/// Shards run side by side: their caps, peaks (an upper bound of the merged peak) and late
+/// sends add up.
+fn merged_pacing(inputs: &[Loaded]) -> Pacing {
+    let sum = |f: fn(&Pacing) -> u64| inputs.iter().map(|l| f(&l.report.load.pacing)).sum();
+    Pacing {
+        max_in_flight: inputs
+            .iter()
+            .map(|l| l.report.load.pacing.max_in_flight)
+            .sum(),
+        max_in_flight_basis: format!("the sum over {} shards", inputs.len()),
+        open_file_limit: inputs
+            .iter()
+            .filter_map(|l| l.report.load.pacing.open_file_limit)
+            .min(),
+        peak_in_flight: sum(|p| p.peak_in_flight),
+        not_sent_target_saturated: sum(|p| p.not_sent_target_saturated),
+        sent_late_by_generator: sum(|p| p.sent_late_by_generator),
     }
 }
 

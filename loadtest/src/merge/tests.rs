@@ -58,6 +58,7 @@ fn report(outcomes: &[(usize, u64, u64, bool)], start_ms: u64, shard: Option<Sha
         duration_factor: 1.0,
         rps_factor: shard.map_or(1.0, |s| 1.0 / f64::from(s.count)),
         shard,
+        client: Default::default(),
     };
     let emulator = EmulatorSection {
         detected: false,
@@ -80,6 +81,7 @@ fn report(outcomes: &[(usize, u64, u64, bool)], start_ms: u64, shard: Option<Sha
             planned: n,
             sent: n,
             goose_error: None,
+            pacing: Default::default(),
         },
         emulator,
         vec![],

@@ -3,7 +3,26 @@
 
 use std::fmt::Write as _;
 
-use super::junit::xml_escape as esc;
+/// Escapes text for XML (and HTML) attributes and content; drops control characters XML 1.0
+/// cannot hold.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+use xml_escape as esc;
+
 use super::{Report, Verdict};
 
 /// One line of a chart. Plans (a target rate, a desired count) and baselines are dashed, so the

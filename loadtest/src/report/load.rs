@@ -64,8 +64,23 @@ pub fn load_report(path: &Path) -> Result<Loaded, InputError> {
             ))
         }
     }
-    let report: Report = serde_json::from_value(value)
-        .map_err(|e| InputError::new(&file, format!("not a valid report.json ({e})")))?;
+    // The path to the field a type error is about (`timeline[3].second`), not just the error.
+    let report: Report = serde_path_to_error::deserialize(value).map_err(|e| {
+        InputError::new(
+            &file,
+            format!(
+                "field `{}`: {}; not a valid report.json",
+                e.path(),
+                e.inner()
+            ),
+        )
+    })?;
+    super::check::check(&report).map_err(|(field, why)| {
+        InputError::new(
+            &file,
+            format!("field `{field}`: {why}; not a report.json as `loadtest run` writes it"),
+        )
+    })?;
     Ok(Loaded { path: file, report })
 }
 

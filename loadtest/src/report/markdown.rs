@@ -99,6 +99,20 @@ fn summary(s: &mut String, r: &Report) {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     let _ = writeln!(s, "| Status codes | {} |", codes.join(" · "));
+    let p = &r.load.pacing;
+    let fd = p
+        .open_file_limit
+        .map(|n| format!(", open-file limit {n}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "| In flight | max_in_flight {} ({}{fd}); at most {} in flight; {} held back by the target, {} sent late by the generator |",
+        p.max_in_flight,
+        p.max_in_flight_basis,
+        p.peak_in_flight,
+        p.not_sent_target_saturated,
+        p.sent_late_by_generator
+    );
     let _ = writeln!(
         s,
         "| Generator | {} users, send lag p99 {:.1} ms |\n",

@@ -5,6 +5,7 @@
 //! which shape a reader has (`loadtest/schema/report.schema.json`). Histograms are HdrHistogram
 //! V2 + deflate, base64, so `loadtest compare` can merge and test them later.
 
+mod check;
 pub mod html;
 pub mod junit;
 mod load;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emu::EmuObserved;
 use crate::engine::record::{encode_hist, pct_ms};
+use crate::engine::Pacing;
 use crate::scenario::{LatencySlo, Slos};
 use crate::slo::SloResult;
 pub use load::{load_baseline, load_report, InputError, Loaded};
@@ -104,6 +106,9 @@ pub struct LoadInfo {
     pub send_lag_p99_ms: f64,
     pub send_lag_max_ms: f64,
     pub holds: Vec<HoldInfo>,
+    /// The in-flight cap, how it was chosen, and who made sends late.
+    #[serde(flatten)]
+    pub pacing: Pacing,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,7 +39,10 @@ pub fn build_report(
     let reachable = invalid.is_empty();
     invalid.extend(invalid_reasons(&r, &load, reachable));
     let names: Vec<String> = sc.requests.iter().map(|q| q.name.clone()).collect();
-    let slos = slo::evaluate(&sc.slos, rec, &names, load.achieved_rps);
+    let mut slos = slo::evaluate(&sc.slos, rec, &names, load.achieved_rps);
+    if reachable {
+        slos.push(slo::saturation(&load.pacing));
+    }
     let verdict = if !invalid.is_empty() {
         Verdict::Invalid
     } else if slos.iter().any(|s| !s.passed) {
@@ -144,6 +147,7 @@ fn load_info(sc: &Scenario, schedule: &Schedule, r: &EngineResult) -> LoadInfo {
             0.0
         },
         holds: hold_infos,
+        pacing: r.pacing.clone(),
     }
 }
 
@@ -159,15 +163,23 @@ fn invalid_reasons(r: &EngineResult, load: &LoadInfo, reachable: bool) -> Vec<St
         invalid.push("interrupted (Ctrl-C) before the schedule finished".into());
     }
     if reachable && r.goose_error.is_none() && !r.interrupted {
-        if load.achieved_ratio < MIN_ACHIEVED_RATIO {
+        // A shortfall the target caused (it held every allowed request) is its SLO failure
+        // (`not_sent_target_saturated`); only one the generator caused makes the run invalid.
+        let pacing = &load.pacing;
+        if load.achieved_ratio < MIN_ACHIEVED_RATIO
+            && pacing.sent_late_by_generator >= pacing.not_sent_target_saturated
+        {
             invalid.push(format!(
-                "achieved {:.1} rps over the hold, {:.1} % of the {:.1} rps asked (at least {:.0} % needed): the generator could not keep up (send lag p99 {:.1} ms with {} requests in flight at most: raise max_in_flight in the scenario if the service is slow, or use a bigger machine)",
+                "achieved {:.1} rps over the hold, {:.1} % of the {:.1} rps asked (at least {:.0} % needed): the generator could not keep up (send lag p99 {:.1} ms; {} sends late through the generator's own timer or CPU, {} through the target; at most {} of max_in_flight = {} in flight): use a bigger or less busy machine, or split the load with --shard",
                 load.achieved_rps,
                 load.achieved_ratio * 100.0,
                 load.hold_target_rps,
                 MIN_ACHIEVED_RATIO * 100.0,
                 record::pct_ms(&rec.send_lag, 0.99).unwrap_or(0.0),
-                r.users
+                pacing.sent_late_by_generator,
+                pacing.not_sent_target_saturated,
+                pacing.peak_in_flight,
+                pacing.max_in_flight,
             ));
         } else if rec.requests == 0 {
             invalid.push("no request completed".into());

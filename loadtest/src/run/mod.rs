@@ -5,6 +5,9 @@
 //! the exit code.
 
 mod build;
+pub mod client;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -16,6 +19,7 @@ use crate::engine::{self, EngineResult, Recorder, Schedule};
 use crate::report::{self, EmulatorSection, Latency, Report, ShardInfo};
 use crate::scenario::{self, Scenario, ScenarioError, DEFAULT_TARGET};
 pub use build::build_report;
+pub use client::ClientOptions;
 
 /// A run is invalid when less than this share of the asked rate was sent over the holds.
 pub const MIN_ACHIEVED_RATIO: f64 = 0.95;
@@ -43,6 +47,12 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Run the I-th of N equal shares of the scenario's rate.
     pub shard: Option<ShardInfo>,
+    /// `--header "Name: value"`, as given.
+    pub headers: Vec<String>,
+    /// `--ca-cert FILE`: roots trusted beside the platform's.
+    pub ca_cert: Option<PathBuf>,
+    /// `--insecure`: no certificate check.
+    pub insecure: bool,
 }
 
 /// Why a run cannot start: bad input, never the target's fault.
@@ -69,6 +79,8 @@ pub struct Prepared {
     pub rps_factor: f64,
     /// `--shard I/N`: this run carries 1/N of the scenario's rate.
     pub shard: Option<ShardInfo>,
+    /// Headers, TLS roots, certificate checks.
+    pub client: ClientOptions,
 }
 
 /// Validates the options into a [`Prepared`] run. A shard keeps its share of the rate (the
@@ -96,6 +108,17 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         }
     }
     let target = http_target(opts.target.as_deref().or(sc.target.as_deref()))?;
+    let client = client_options(opts)?;
+    // A --header replaces the scenario's header of the same name (the real service's token
+    // over a placeholder one).
+    for q in &mut sc.requests {
+        q.headers.retain(|(k, _)| {
+            !client
+                .headers
+                .iter()
+                .any(|(c, _)| c.eq_ignore_ascii_case(k))
+        });
+    }
     let out = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("loadtest-runs").join(format!(
             "{}-{}",
@@ -110,6 +133,27 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         duration_factor,
         rps_factor,
         shard: opts.shard,
+        client,
+    })
+}
+
+fn client_options(opts: &RunOptions) -> Result<ClientOptions, PrepareError> {
+    let headers = opts
+        .headers
+        .iter()
+        .map(|h| client::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(PrepareError::Option)?;
+    let ca_cert = opts
+        .ca_cert
+        .as_deref()
+        .map(client::read_ca_cert)
+        .transpose()
+        .map_err(PrepareError::Option)?;
+    Ok(ClientOptions {
+        headers,
+        ca_cert,
+        insecure: opts.insecure,
     })
 }
 
@@ -178,7 +222,7 @@ pub async fn run_scenario(
         ..RunOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    let report = execute(&p, false).await;
+    let report = execute(&p, engine::ProgressMode::Off).await;
     report::write_all(&report, out).map_err(|e| format!("cannot write reports: {e}"))?;
     Ok(report)
 }
@@ -200,13 +244,16 @@ async fn reachable(
 }
 
 /// Runs a prepared scenario end to end and returns its report (never panics on the target).
-pub async fn execute(p: &Prepared, progress: bool) -> Report {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap_or_default();
+pub async fn execute(p: &Prepared, progress: engine::ProgressMode) -> Report {
+    let client = client::build(&p.client);
+    let cap = engine::pacing::in_flight_cap(&p.scenario, engine::pacing::open_file_limit());
     let mut invalid = Vec::new();
-    let (engine_result, emu_status) = match reachable(&client, &p.target).await {
+    let probed = match &client {
+        Ok(c) => reachable(c, &p.target).await,
+        Err(e) => Err(e.clone()),
+    };
+    let client = client.unwrap_or_default();
+    let (engine_result, emu_status) = match probed {
         Err(reason) => {
             invalid.push(reason);
             let now = SystemTime::now();
@@ -219,13 +266,14 @@ pub async fn execute(p: &Prepared, progress: bool) -> Report {
                     users: 0,
                     planned: Schedule::new(&p.scenario.stages).total(),
                     sent: 0,
+                    pacing: cap,
                     goose_error: None,
                 },
                 None,
             )
         }
         Ok(status) => {
-            let r = engine::run(&p.scenario, &p.target, progress).await;
+            let r = engine::run(&p.scenario, &p.target, client.clone(), cap, progress).await;
             (r, status)
         }
     };

@@ -1,4 +1,8 @@
-//! Request templates: `{{int:1..1000}}`, `{{uuid}}`, `{{choice:a|b|c}}`.
+//! Request templates: `{{int:1..1000}}`, `{{uuid}}`, `{{choice:a|b|c}}`, `{{env:NAME}}`.
+//!
+//! `{{env:NAME}}` is read once, when the scenario is loaded (a token for the real service: the
+//! file names the variable, never the secret); an unset variable is a file:line error then, not
+//! an empty header on every request. Reports show the template, not the value.
 //!
 //! Templates are compiled once when the scenario is validated, so a typo is a file:line error
 //! before the run instead of a literal `{{` sent to the server a million times.
@@ -43,7 +47,7 @@ impl Template {
     }
 
     fn placeholder(inner: &str) -> Result<Part, String> {
-        const HELP: &str = "use {{int:MIN..MAX}}, {{uuid}} or {{choice:a|b|c}}";
+        const HELP: &str = "use {{int:MIN..MAX}}, {{uuid}}, {{choice:a|b|c}} or {{env:NAME}}";
         let (kind, arg) = match inner.split_once(':') {
             Some((k, a)) => (k.trim(), Some(a.trim())),
             None => (inner, None),
@@ -77,6 +81,7 @@ impl Template {
                 }
                 Ok(Part::Choice(items))
             }
+            ("env", Some(name)) => env(name),
             _ => Err(format!("unknown placeholder {{{{{inner}}}}}: {HELP}")),
         }
     }
@@ -105,6 +110,28 @@ impl Template {
             }
         }
         out
+    }
+}
+
+/// `{{env:NAME}}`: the variable's value now, as literal text.
+fn env(name: &str) -> Result<Part, String> {
+    let valid = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if name.is_empty() || !valid {
+        return Err(format!(
+            "bad variable name in {{{{env:{name}}}}}: letters, digits and _, not starting with a digit"
+        ));
+    }
+    match std::env::var(name) {
+        Ok(v) => Ok(Part::Lit(v)),
+        Err(std::env::VarError::NotPresent) => Err(format!(
+            "{{{{env:{name}}}}}: the environment variable {name} is not set; export it before the run"
+        )),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{{{{env:{name}}}}}: the environment variable {name} is not UTF-8"
+        )),
     }
 }
 
@@ -185,6 +212,26 @@ mod tests {
         let s = t.render(&mut rng);
         assert!(s.starts_with("/items/5/a?id="), "{s}");
         assert_eq!(s.len(), "/items/5/a?id=".len() + 36);
+    }
+
+    #[test]
+    fn env_is_read_once_at_load_and_an_unset_one_is_refused() {
+        // PATH is set wherever tests run; nothing here changes the environment.
+        let path = std::env::var("PATH").unwrap();
+        let t = Template::compile("Bearer {{env:PATH}}").unwrap();
+        assert!(t.is_literal());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(t.render(&mut rng), format!("Bearer {path}"));
+        let err = Template::compile("{{env:LOADTEST_SURELY_UNSET_4711}}").unwrap_err();
+        assert!(
+            err.contains("LOADTEST_SURELY_UNSET_4711 is not set"),
+            "{err}"
+        );
+        for bad in ["{{env:}}", "{{env:9X}}", "{{env:A-B}}"] {
+            assert!(Template::compile(bad)
+                .unwrap_err()
+                .contains("bad variable name"));
+        }
     }
 
     #[test]

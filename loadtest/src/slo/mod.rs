@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::record::{pct_ms, Recorder};
+use crate::engine::Pacing;
 use crate::scenario::{fmt_dur, fmt_num, LatencySlo, Slos};
 
 /// One SLO's outcome.
@@ -145,6 +146,29 @@ pub fn evaluate(
         out.push(drift(rec, w, ratio));
     }
     out
+}
+
+/// Every run's implicit objective: no slot held back because the target kept every allowed
+/// request in flight. Such a run did not carry the load it was asked to; the target, not the
+/// generator, fell behind, so it is the target's failure (exit 1), not an invalid run.
+pub fn saturation(p: &Pacing) -> SloResult {
+    let n = p.not_sent_target_saturated;
+    let detail = (n > 0).then(|| {
+        format!(
+            "{n} requests could not be sent on time because the target held every allowed request in flight: max_in_flight = {} ({}), {} in flight at most; the service is too slow for this load",
+            p.max_in_flight, p.max_in_flight_basis, p.peak_in_flight
+        )
+    });
+    SloResult {
+        name: "not_sent_target_saturated".into(),
+        description: "no request held back by a target with every allowed request in flight".into(),
+        comparison: "<=".into(),
+        threshold: 0.0,
+        observed: Some(n as f64),
+        unit: "requests".into(),
+        passed: n == 0,
+        detail,
+    }
 }
 
 /// The worst window's p95 against the threshold.

@@ -38,6 +38,17 @@ impl Rng {
 /// every planned slot was sent on time and answered with status 200 after a log-normal latency
 /// of median `median_ms` and log-spread 0.1 (about ±10 %), drawn from `seed`. The requests take turns.
 pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) {
+    write_shaped_report(dir, scenario_text, |_| median_ms, seed);
+}
+
+/// Like [`write_report`], with the median a function of the send time (seconds): a run whose
+/// service slowed half-way, say.
+pub fn write_shaped_report(
+    dir: &Path,
+    scenario_text: &str,
+    median_ms: impl Fn(f64) -> f64,
+    seed: u64,
+) {
     let sc = scenario::parse(Path::new("synthetic.toml"), scenario_text).unwrap();
     let schedule = Schedule::new(&sc.stages);
     let holds = schedule.holds().iter().map(|h| (h.start, h.end)).collect();
@@ -46,7 +57,8 @@ pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) 
     let mut last = Duration::ZERO;
     for k in 0..schedule.total() {
         let sent = schedule.send_time(k).unwrap();
-        let latency = Duration::from_secs_f64(median_ms * (0.1 * rng.normal()).exp() / 1000.0);
+        let median = median_ms(sent.as_secs_f64());
+        let latency = Duration::from_secs_f64(median * (0.1 * rng.normal()).exp() / 1000.0);
         last = last.max(sent + latency);
         rec.record(&Outcome {
             request: k as usize % sc.requests.len(),
@@ -77,6 +89,7 @@ pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) 
         duration_factor: 1.0,
         rps_factor: 1.0,
         shard: None,
+        client: Default::default(),
     };
     let result = EngineResult {
         recorder: rec,
@@ -87,6 +100,7 @@ pub fn write_report(dir: &Path, scenario_text: &str, median_ms: f64, seed: u64) 
         planned,
         sent: planned,
         goose_error: None,
+        pacing: Default::default(),
     };
     let r = build_report(&prepared, result, emulator, vec![]);
     report::write_all(&r, dir).unwrap();

@@ -39,9 +39,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// A port no one listens on, on any interface (Cloud Run apps bind all of them), for a test
 /// that must name a port in a config file.
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 on Linux by default), so no
+/// connection or `bind(0)` elsewhere on the machine can take it before emu binds it; spread by
+/// pid so parallel tests rarely try the same ports.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
-    l.local_addr().unwrap().port()
+    // Each call in this process starts further on, so parallel tests never get the same port.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12;
+    let start = 20_000 + (std::process::id() as u16 % 1000) * 12 + n;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+        .expect("a free port between 20000 and 32000")
 }
 
 /// Gives every `port = N` line of `dir/emu.toml` a free port instead, so a test can run while

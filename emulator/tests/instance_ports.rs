@@ -120,11 +120,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_app_on_its_container_port_is_told_which_port_it_was_given() {
-    let fixed = TcpListener::bind(("0.0.0.0", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Outside the ephemeral range: another test's connection cannot take it before the app binds.
+    let fixed = common::free_port_outside_ephemeral();
     let dir = tempfile::tempdir().unwrap();
     common::write(dir.path(), "service.yaml", &yaml(fixed, "tcpSocket"));
     let port = fixed.to_string();

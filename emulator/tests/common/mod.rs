@@ -327,3 +327,18 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, config(text)).unwrap();
     p
 }
+
+/// A port free on every IPv4 address, chosen below the kernel's ephemeral range (32768–60999 on
+/// Linux by default), so no connection or `bind(0)` elsewhere on the machine can take it between
+/// this check and the moment the test's process binds it. Spread by pid so parallel tests rarely
+/// try the same ports.
+pub fn free_port_outside_ephemeral() -> u16 {
+    // Each call in this process starts further on, so parallel tests never get the same port.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12;
+    let start = 20_000 + (std::process::id() as u16 % 1000) * 12 + n;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+        .expect("a free port between 20000 and 32000")
+}

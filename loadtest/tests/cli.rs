@@ -27,6 +27,23 @@ async fn list_shows_every_scenario_with_load_and_slos() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+#[test]
+fn list_into_a_closed_pipe_is_no_panic() {
+    // `loadtest list | head -1`, made certain: the reading end is closed before loadtest
+    // writes anything, so its first write meets EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["list", scenarios_dir().to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
 fn args(scenario: &str) -> RunOptions {
     RunOptions {
         scenario: scenarios_dir().join(scenario).display().to_string(),

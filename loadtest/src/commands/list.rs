@@ -1,5 +1,6 @@
 //! `loadtest list [PATH]`: every scenario with its load and SLOs.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{bad_input, exit};
@@ -43,14 +44,15 @@ pub fn list(path: Option<&Path>) -> i32 {
         return bad_input("no scenario files found: run from the repository, or pass a folder");
     }
     let mut code = exit::PASS;
+    let mut out = String::new();
     for f in files {
         match scenario::load(&f) {
             Ok(s) => {
-                println!("{}  ({})", s.name, f.display());
+                let _ = writeln!(out, "{}  ({})", s.name, f.display());
                 if !s.description.is_empty() {
-                    println!("    {}", s.description);
+                    let _ = writeln!(out, "    {}", s.description);
                 }
-                println!("    load: {}", s.load_summary());
+                let _ = writeln!(out, "    load: {}", s.load_summary());
                 let reqs: Vec<String> = s
                     .requests
                     .iter()
@@ -64,12 +66,12 @@ pub fn list(path: Option<&Path>) -> i32 {
                         )
                     })
                     .collect();
-                println!("    requests: {}", reqs.join(", "));
+                let _ = writeln!(out, "    requests: {}", reqs.join(", "));
                 let slos = s.slo_summary();
                 if slos.is_empty() {
-                    println!("    SLOs: none");
+                    let _ = writeln!(out, "    SLOs: none");
                 } else {
-                    println!("    SLOs: {}", slos.join("; "));
+                    let _ = writeln!(out, "    SLOs: {}", slos.join("; "));
                 }
             }
             Err(e) => {
@@ -78,5 +80,6 @@ pub fn list(path: Option<&Path>) -> i32 {
             }
         }
     }
+    super::print_stdout(&out);
     code
 }

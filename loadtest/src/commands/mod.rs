@@ -36,6 +36,18 @@ pub fn verdict_code(v: Verdict) -> i32 {
     }
 }
 
+/// Writes `text` to stdout. A reader that has gone (`loadtest list | head`) is not an error:
+/// it had what it wanted, so the rest is dropped quietly instead of panicking in `println!`.
+fn print_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("loadtest: cannot write to stdout: {e}"),
+    }
+}
+
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
     eprintln!("loadtest: {msg}");
     exit::BAD_INPUT

@@ -116,7 +116,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let requests = requests(&src, &raw.request)?;
     let slos = match &raw.slo {
         None => Slos::default(),
-        Some(s) => slos(&src, s.get_ref(), &requests)?,
+        Some(s) => slos(&src, s, &requests)?,
     };
     Ok(Scenario {
         name,

@@ -21,7 +21,9 @@ pub(super) struct RawScenario {
     pub stage: Vec<Spanned<RawStage>>,
     #[serde(default)]
     pub request: Vec<Spanned<RawRequest>>,
-    pub slo: Option<Spanned<RawSlo>>,
+    /// Not `Spanned`: the toml crate cannot give a span to a table that only exists through a
+    /// dotted header (`[slo.request.home]` with no `[slo]`), and fails with a confusing error.
+    pub slo: Option<RawSlo>,
 }
 
 #[derive(Debug, Deserialize)]

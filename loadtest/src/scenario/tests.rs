@@ -36,6 +36,13 @@ fn parses_a_good_scenario() {
 }
 
 #[test]
+fn a_per_request_slo_needs_no_slo_table_of_its_own() {
+    let text = "[[stage]]\nrps = 10\nhold = \"1s\"\n[[request]]\nname = \"home\"\npath = \"/\"\n[slo.request.home]\np95_ms = 100\n";
+    let s = parse(Path::new("t.toml"), text).unwrap();
+    assert_eq!(s.slo_summary(), ["home: p95 < 100 ms"]);
+}
+
+#[test]
 fn unknown_key_names_file_and_line() {
     let text = GOOD.replace("ramp = \"2s\"", "rmap = \"2s\"");
     let e = parse(Path::new("scenarios/t.toml"), &text).unwrap_err();

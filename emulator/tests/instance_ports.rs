@@ -60,7 +60,9 @@ concurrency = 1
             .filter(|e| e["kind"] == "instance" && e["state"] == state)
             .count()
     };
-    assert_eq!(count("starting"), 20, "{status}");
+    // A start may still lose its port to another process between emu's check and the app's
+    // bind (other tests bind ports too); that start is retried on another port, never failed.
+    assert_eq!(count("starting"), 20 + count("port_taken"), "{status}");
     assert_eq!(count("failed"), 0, "{ev:?}");
     assert_eq!(count("ready"), 20, "{ev:?}");
     drop(held);

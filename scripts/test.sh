@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 say() { printf '== %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# A full disk fails the build deep inside a C compile ("No space left on device"); say it first.
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kb:-0}" -lt $((10 * 1024 * 1024)) ]; then
+  say "warning: only $((free_kb / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); the build and test images need ~10 GiB"
+fi
+
 # --- PostgreSQL and Redis: installed and answering on their usual ports -----------------------
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod admission;
 pub mod backends;
 pub mod cli;
+pub mod console;
 pub mod demo;
 pub mod frontdoor;
 pub mod instances;

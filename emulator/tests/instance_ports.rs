@@ -53,7 +53,7 @@ max_instances = 20
 concurrency = 1
 "#,
     );
-    let status = emu.wait_ready("py", 20).await;
+    emu.wait_ready("py", 20).await;
     let ev = events(&emu).await;
     let count = |state: &str| {
         ev.iter()
@@ -61,8 +61,9 @@ concurrency = 1
             .count()
     };
     // A start may still lose its port to another process between emu's check and the app's
-    // bind (other tests bind ports too); that start is retried on another port, never failed.
-    assert_eq!(count("starting"), 20 + count("port_taken"), "{status}");
+    // bind (other tests bind ports too); that start is retried on another port within the same
+    // start (a `port_taken` event, no second `starting`), never failed.
+    assert_eq!(count("starting"), 20, "{ev:?}");
     assert_eq!(count("failed"), 0, "{ev:?}");
     assert_eq!(count("ready"), 20, "{ev:?}");
     drop(held);
@@ -93,7 +94,9 @@ max_instances = 1
     assert!(status["last_failure"].is_null(), "{status}");
 }
 
-/// A Cloud Run service YAML whose app listens on `container_port`, probed on it.
+/// A Cloud Run service YAML whose app listens on `container_port`, probed on it. The startup
+/// probe's budget (10 s) lets a python app that boots slowly on a busy machine bind before emu
+/// gives up on it: emu names the port an app listens on only once the app listens.
 fn yaml(container_port: u16, probe: &str) -> String {
     format!(
         r#"apiVersion: serving.knative.dev/v1
@@ -113,7 +116,7 @@ spec:
         startupProbe:
           periodSeconds: 1
           timeoutSeconds: 1
-          failureThreshold: 2
+          failureThreshold: 10
           {probe}:
             port: {container_port}
 "#
@@ -140,7 +143,7 @@ async fn an_app_on_its_container_port_is_told_which_port_it_was_given() {
         ],
     );
     let mut failure = String::new();
-    for _ in 0..300 {
+    for _ in 0..900 {
         let st = emu.status().await;
         failure = st["services"][0]["last_failure"]
             .as_str()

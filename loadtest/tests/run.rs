@@ -224,10 +224,28 @@ path = "/work?ms=2"
         out.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = read_json(&out);
     let hold = &r["load"]["holds"][0];
     let achieved = hold["achieved_rps"].as_f64().unwrap();
+    // The guarantee is "a valid run held its rate": a generator starved of CPU (the stress run's
+    // hogs on both cores) must say so itself — exit 3, the shortfall, and sends it made late —
+    // and never pass a run it did not hold. Anything else is exit 0 within 5 %.
+    if o.status.code() == Some(3) {
+        let reasons = r["invalid_reasons"].as_array().unwrap();
+        assert_eq!(reasons.len(), 1, "{}", stderr(&o));
+        let reason = reasons[0].as_str().unwrap();
+        assert!(
+            reason.contains("the generator could not keep up"),
+            "{reason}"
+        );
+        assert!(achieved < 190.0, "invalid at {achieved} rps: {reason}");
+        let late = r["load"]["pacing"]["sent_late_by_generator"]
+            .as_u64()
+            .unwrap();
+        assert!(late > 0, "{}", r["load"]["pacing"]);
+        return;
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         (190.0..=210.0).contains(&achieved),
         "achieved {achieved} rps: {hold}"

@@ -33,7 +33,7 @@ impl Clock {
             self.now += 1;
             let now = Duration::from_secs(self.now);
             self.scaler.record(now, concurrency);
-            if self.now % 2 == 0 {
+            if self.now.is_multiple_of(2) {
                 let d = self.scaler.decide(now, self.ready);
                 self.ready = d.desired;
                 self.decisions.push((self.now, d.clone()));

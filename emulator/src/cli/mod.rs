@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::console::{self, Stream};
 use crate::spec::{self, Config, ConfigSource, Overrides, SpecError};
 use crate::telemetry::{LogFormat, LogTarget};
 use crate::up::{self, UpOptions};
@@ -184,10 +185,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
             match crate::backends::down(&cwd, args.volumes).await {
                 Ok(report) => {
-                    print!("{report}");
-                    if !report.ends_with('\n') && !report.is_empty() {
-                        println!();
-                    }
+                    let newline = !report.ends_with('\n') && !report.is_empty();
+                    let end = if newline { "\n" } else { "" };
+                    console::write(Stream::Stdout, &format!("{report}{end}"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -198,7 +198,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Cmd::Simulate(args) => match crate::simulate_cli::run(&args) {
             Ok(out) => {
-                print!("{out}");
+                console::write(Stream::Stdout, &out);
                 ExitCode::SUCCESS
             }
             Err(e) => {

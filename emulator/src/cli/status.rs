@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::StatusArgs;
+use crate::console::{self, Stream};
 use crate::state::EmuState;
 
 /// `emu status`: asks the running emu's `/_emu/status` and prints it.
@@ -33,9 +34,10 @@ pub(super) async fn run_status(args: StatusArgs) -> ExitCode {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let json = serde_json::to_string_pretty(&v).unwrap_or_default();
+        console::line(Stream::Stdout, &json);
     } else {
-        print!("{}", status_table(&v));
+        console::write(Stream::Stdout, &status_table(&v));
     }
     ExitCode::SUCCESS
 }

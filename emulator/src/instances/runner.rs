@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::console::Stream;
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::{RunnerSpec, ServiceSpec};
 use crate::telemetry::LogFormat;
@@ -290,11 +291,12 @@ where
                 LogFormat::Text => format!("[{id}] {line}"),
                 LogFormat::Json => crate::telemetry::instance_line(&id, &line),
             };
-            if stderr {
-                eprintln!("{shown}");
+            let stream = if stderr {
+                Stream::Stderr
             } else {
-                println!("{shown}");
-            }
+                Stream::Stdout
+            };
+            crate::console::line(stream, &shown);
             tail.push(line);
         }
     })

@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::Semaphore;
 
+use crate::console::Stream as Out;
 use crate::proc::{harden, signal_group, Hardening};
 use crate::spec::JobSpec;
 pub use standalone::{run_outside_up, JobRunError};
@@ -230,11 +231,8 @@ fn forward_output(
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if is_err {
-                    eprintln!("[{prefix}] {line}");
-                } else {
-                    println!("[{prefix}] {line}");
-                }
+                let to = if is_err { Out::Stderr } else { Out::Stdout };
+                crate::console::line(to, &format!("[{prefix}] {line}"));
                 let mut t = tail.lock();
                 if t.len() == 20 {
                     t.pop_front();

@@ -261,7 +261,7 @@ pub fn fmt_num(v: f64) -> String {
 /// Formats a duration the way scenario files write it.
 pub fn fmt_dur(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{:.1}s", d.as_secs_f64());
     }
     humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()

@@ -164,7 +164,7 @@ impl SecretStore {
         Ok(())
     }
 
-    /// Env vars, plus files written under `<project>/.emu/secrets/<service>/` (0600) and
+    /// Env vars (and [`SECRET_ENV_NAMES`] naming them), plus files written under `<project>/.emu/secrets/<service>/` (0600) and
     /// `EMU_SECRETS_ROOT` pointing there.
     pub fn materialize(
         &self,
@@ -176,6 +176,11 @@ impl SecretStore {
         for (env, r) in &uses.env {
             out.env
                 .push((env.clone(), self.get(service, r)?.to_string()));
+        }
+        if !uses.env.is_empty() {
+            // Names only: emu's demo app hides these values on its debug endpoint.
+            let names: Vec<&str> = uses.env.iter().map(|(env, _)| env.as_str()).collect();
+            out.env.push((SECRET_ENV_NAMES.into(), names.join(",")));
         }
         if uses.files.is_empty() {
             return Ok(out);
@@ -201,6 +206,11 @@ impl SecretStore {
         Ok(out)
     }
 }
+
+/// The environment variable listing (comma-separated) which variables of an instance hold
+/// secrets, so that emu's demo app can show them as set without showing their values. An emu
+/// addition beside `EMU_SECRETS_ROOT`; Cloud Run has no such variable.
+pub const SECRET_ENV_NAMES: &str = "EMU_SECRET_ENV";
 
 fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -19,7 +19,7 @@ secrets = { JOB_PW = "db-password:latest" }
 
 [[service]]
 name = "app"
-command = ["{EMU}", "demo-app"]
+command = ["/bin/sh", "-c", "echo \"$DEMO_DB_PASSWORD $EMU_SECRETS_ROOT\" > seen.txt; exec {EMU} demo-app"]
 depends_on = ["migrate"]
 secrets = { DEMO_DB_PASSWORD = "db-password:latest", "/secrets/api/key" = "api-key:latest" }
 "#;
@@ -51,8 +51,14 @@ async fn migration_job_runs_first_and_secrets_reach_the_instance() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["env"]["DEMO_DB_PASSWORD"], "hunter2-secret");
-    let root = v["env"]["EMU_SECRETS_ROOT"].as_str().unwrap();
+    // The instance got the secret (it wrote what it saw), and the demo's debug endpoint, which
+    // any client can call, says it is set without showing it.
+    let seen = std::fs::read_to_string(emu.path().join("seen.txt")).unwrap();
+    let (password, root) = seen.trim().split_once(' ').unwrap();
+    assert_eq!(password, "hunter2-secret");
+    assert_eq!(v["env"]["DEMO_DB_PASSWORD"], "(set; value hidden)", "{v}");
+    assert!(!v.to_string().contains("hunter2"), "{v}");
+    assert_eq!(v["env"]["EMU_SECRETS_ROOT"], root, "{v}");
     let key = std::path::Path::new(root).join("secrets/api/key");
     assert_eq!(std::fs::read_to_string(&key).unwrap(), "k-987");
     use std::os::unix::fs::PermissionsExt;
@@ -89,7 +95,7 @@ max_retries = 1
 
 [[service]]
 name = "app"
-command = ["{EMU}", "demo-app"]
+command = ["/bin/sh", "-c", "echo \"$DEMO_DB_PASSWORD $EMU_SECRETS_ROOT\" > seen.txt; exec {EMU} demo-app"]
 depends_on = ["migrate"]
 "#,
     );

@@ -204,15 +204,48 @@ async fn debug_request(headers: HeaderMap) -> Json<Value> {
     }
     let headers = seen;
     let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| {
-            k == "PORT"
-                || k.starts_with("K_")
-                || k.starts_with("CLOUD_RUN_")
-                || k.starts_with("EMU_")
-                || k.starts_with("DEMO_")
-        })
+        .filter_map(|(k, v)| shown_env(&k, v).map(|v| (k, v)))
         .collect();
     Json(json!({ "headers": headers, "env": env, "pid": std::process::id() }))
+}
+
+/// What `/debug/request` shows of one environment variable: the Cloud Run contract and `DEMO_*`
+/// as they are, but anything that holds a secret (a `[secrets]` mapping, which emu lists in
+/// `EMU_SECRET_ENV`, or a name like a key, token or password) only as set, since any client can
+/// call this endpoint. Everything else is left out.
+fn shown_env(name: &str, value: String) -> Option<String> {
+    let shown = name == "PORT"
+        || name.starts_with("K_")
+        || name.starts_with("CLOUD_RUN_")
+        || name.starts_with("EMU_")
+        || name.starts_with("DEMO_");
+    if !shown {
+        return None;
+    }
+    let from_secrets = std::env::var(crate::secrets::SECRET_ENV_NAMES)
+        .is_ok_and(|names| names.split(',').any(|n| n == name));
+    // emu's own two secret-related variables hold a path and names, not secrets.
+    let emu_own = name == crate::secrets::SECRET_ENV_NAMES || name == "EMU_SECRETS_ROOT";
+    if (from_secrets || looks_secret(name)) && !emu_own {
+        return Some("(set; value hidden)".into());
+    }
+    Some(value)
+}
+
+fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 9] = [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "PRIVATE",
+        "AUTH",
+        "SIGNING",
+    ];
+    let upper = name.to_ascii_uppercase();
+    WORDS.iter().any(|w| upper.contains(w))
 }
 
 /// Runs the demo on `127.0.0.1:$PORT` (8080 when unset) until SIGTERM or Ctrl-C.
@@ -282,4 +315,26 @@ pub async fn migrate() -> anyhow::Result<()> {
     state::MIGRATOR.run(&pool).await?;
     println!("migrated {}", crate::backends::mask_url(&url));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_names_are_hidden_and_the_contract_is_shown() {
+        let shown = |name: &str| shown_env(name, "v".into());
+        assert_eq!(shown("K_SERVICE").as_deref(), Some("v"));
+        assert_eq!(shown("DEMO_CACHE_TTL").as_deref(), Some("v"));
+        assert_eq!(shown("EMU_SECRETS_ROOT").as_deref(), Some("v"));
+        for name in ["DEMO_JWT_SIGNING_KEY", "EMU_RUN_TOKEN", "DEMO_DB_PASSWORD"] {
+            assert_eq!(
+                shown(name).as_deref(),
+                Some("(set; value hidden)"),
+                "{name}"
+            );
+        }
+        assert_eq!(shown("DATABASE_URL"), None);
+        assert_eq!(shown("HOME"), None);
+    }
 }

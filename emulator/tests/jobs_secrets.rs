@@ -198,6 +198,24 @@ fn bad_job_and_secret_config_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("secret \"missing\""), "{err}");
 
+    // A secret file that is missing or is a directory: its line in [secrets], before anything
+    // starts, and what to do.
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    for file in ["nope.txt", "keys"] {
+        write(
+            dir.path(),
+            "emu.toml",
+            &format!("[secrets]\nok = \"v\"\napi-key = {{ file = \"{file}\" }}\n\n[[service]]\nname = \"a\"\ncommand = [\"x\"]\nsecrets = {{ K = \"api-key:latest\" }}\n"),
+        );
+        let (code, err) = run_emu(dir.path(), &["up", "--port", "0"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("emu.toml:3:"), "{err}");
+        assert!(
+            err.contains(file) && err.contains("create the file"),
+            "{err}"
+        );
+    }
+
     write(dir.path(), "emu.toml", "[[job]]\nname = \"j\"\ncommand = [\"true\"]\ntasks = 0\n\n[[service]]\nname = \"a\"\ncommand = [\"x\"]\n");
     let (code, err) = run_emu(dir.path(), &["up", "--port", "0"]);
     assert_eq!(code, 2, "{err}");

@@ -14,7 +14,8 @@ pub fn check_config(cfg: &Config) -> Result<(), SpecError> {
     check_stores(cfg)?;
     check_services(cfg)?;
     check_jobs(cfg)?;
-    check_secrets(cfg)
+    check_secrets(cfg)?;
+    check_secret_files(cfg)
 }
 
 fn check_stores(cfg: &Config) -> Result<(), SpecError> {
@@ -163,6 +164,35 @@ fn check_secrets(cfg: &Config) -> Result<(), SpecError> {
                     missing_secret(kind, name, &r.name, &origin.file),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every `{ file = "path" }` secret can be read, found before any backend starts and reported at
+/// the secret's line (`SecretStore::load` reads them later and would say only the path).
+fn check_secret_files(cfg: &Config) -> Result<(), SpecError> {
+    for (name, source) in &cfg.secrets {
+        let crate::secrets::SecretSource::File { file } = source else {
+            continue;
+        };
+        let path = cfg.project_dir.join(file);
+        let problem = match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+            Ok(m) if m.is_dir() => Some("it is a directory".to_string()),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            let lines = &cfg.secret_lines;
+            return Err(SpecError::new(
+                &lines.file,
+                lines.line(name),
+                format!(
+                    "secret {name:?} reads {}: {problem}: create the file, fix the path (relative to {}), or give the value inline (`{name} = \"VALUE\"`)",
+                    path.display(),
+                    cfg.project_dir.display()
+                ),
+            ));
         }
     }
     Ok(())

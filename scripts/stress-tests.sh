@@ -14,10 +14,9 @@ hog="${HOG:-$(nproc)}"
 logdir="${STRESS_LOGS:-target/stress}"
 mkdir -p "$logdir"
 
-# The Docker engine and test images, as scripts/test.sh starts them: the docker-mode tests are
-# part of the suite and fail without an engine.
-eval "$(bash scripts/docker-engine.sh)"
-bash scripts/docker-images.sh >/dev/null
+# What the suite needs (PostgreSQL, Redis, xmllint, the Docker engine and test images), as
+# scripts/test.sh installs and starts it: without it a run fails on the machine, not the code.
+source scripts/test-deps.sh >/dev/null
 
 # Build first, unloaded and once: the runs measure the tests, not the compiler.
 cargo test --workspace --no-run --quiet || exit 2

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::Autoscaler;
 use crate::service::supervisor::Command;
 use crate::service::ServiceRuntime;
-use crate::timeline::Timeline;
+use crate::timeline::{Sample, Timeline};
 
 struct Deltas {
     last: [u64; 5],
@@ -70,34 +69,28 @@ pub async fn run(
             next_decision = now + decide_every;
             let d = model.decide(now, ready as u32);
             let before = svc.desired.swap(d.desired, Ordering::AcqRel);
-            let mut fields = serde_json::to_value(&d).unwrap_or_else(|_| json!({}));
-            if let Some(f) = fields.as_object_mut() {
-                f.insert("previous".into(), json!(before));
-            }
-            events.push("autoscaler", &svc.spec.name, fields);
+            events.push_decision(&svc.spec.name, &d, before);
             if before != d.desired {
                 tracing::info!(service = %svc.spec.name, from = before, to = d.desired, panic = d.panicking, "scale");
             }
             let _ = supervisor.try_send(Command::Reconcile);
         }
 
-        events.push(
-            "sample",
-            &svc.spec.name,
-            json!({
-                "ready": ready,
-                "starting": starting,
-                "draining": draining,
-                "in_flight": snap.in_flight,
-                "queue_depth": snap.queue_depth,
-                "concurrency": snap.avg_concurrency,
-                "requests": requests,
-                "cold_starts": cold,
-                "rejected_429": r429,
-                "timeouts_504": t504,
-                "errors_5xx": e5xx,
-                "desired": svc.desired(),
-            }),
-        );
+        let count = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let sample = Sample {
+            ready: count(ready as u64),
+            starting: count(starting as u64),
+            draining: count(draining as u64),
+            in_flight: count(snap.in_flight as u64),
+            queue_depth: count(snap.queue_depth as u64),
+            concurrency: snap.avg_concurrency,
+            requests: count(requests),
+            cold_starts: count(cold),
+            rejected_429: count(r429),
+            timeouts_504: count(t504),
+            errors_5xx: count(e5xx),
+            desired: svc.desired(),
+        };
+        events.push_sample(&svc.spec.name, sample);
     }
 }

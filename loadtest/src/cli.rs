@@ -115,6 +115,9 @@ pub struct RunArgs {
     /// Do not check the target's certificate (a test server's; never the real service's).
     #[arg(long)]
     pub insecure: bool,
+    /// How often to read emu's timeline during the run (tests shorten it; emu keeps an hour).
+    #[arg(long, value_name = "D", default_value = "5m", value_parser = humantime::parse_duration, hide = true)]
+    pub emu_fetch_every: Duration,
     /// Run the I-th of N equal shares of the scenario's rate (one per machine), e.g. 2/4;
     /// `loadtest merge` joins the shards' reports.
     #[arg(long, value_name = "I/N")]
@@ -175,6 +178,7 @@ pub fn run_command(args: &RunArgs) -> Result<RunCommand, String> {
             headers: args.headers.clone(),
             ca_cert: args.ca_cert.clone(),
             insecure: args.insecure,
+            emu_fetch_every: Some(args.emu_fetch_every),
         },
         progress: !args.no_progress,
         progress_interval,

@@ -110,3 +110,56 @@ error_rate = 0.01
     assert!(md.contains("429"), "{md}");
     up.stop();
 }
+
+#[test]
+fn a_run_longer_than_emus_timeline_keeps_every_second() {
+    // emu keeps its timeline for 3 s here; loadtest reads it every second during a 12 s run, so
+    // the report's emulator section still has the whole run (read only at the end, it would
+    // hold the last 3 s).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("emu.toml"),
+        "[[service]]\nname = \"api\"\ncommand = [\"emu\", \"demo-app\"]\nmin_instances = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("long.toml"),
+        "[[stage]]\nrps = 5\nhold = \"12s\"\n\n[[request]]\nname = \"home\"\npath = \"/\"\n",
+    )
+    .unwrap();
+    let up = Up::start(dir, &["--port", "0", "--timeline-retention", "3s"]);
+    let target = format!("http://127.0.0.1:{}", up.port);
+    let o = Command::new(bin("loadtest"))
+        .args(["run", "long.toml", "--target", &target, "--no-progress"])
+        .args(["--emu-fetch-every", "1s", "--out", "out"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{stderr}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
+            .unwrap();
+    let obs = &r["emulator"]["observed"];
+    let timeline = obs["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 11, "{} seconds: {obs}", timeline.len());
+    // The events feed itself holds only the last few seconds.
+    let events: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &Command::new("curl")
+            .args(["-s", &format!("{target}/_emu/events?since=0")])
+            .output()
+            .unwrap()
+            .stdout,
+    ))
+    .unwrap();
+    let samples = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "sample")
+        .count();
+    assert!(samples <= 5, "{samples} samples kept with a 3 s retention");
+    up.stop();
+}

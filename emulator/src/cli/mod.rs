@@ -81,6 +81,10 @@ pub struct UpArgs {
     /// Where request logs go: stderr, off, or a file path.
     #[arg(long, value_name = "stderr|off|PATH", default_value = "stderr")]
     pub request_log: LogTarget,
+    /// How long `/_emu/events` keeps its per-second samples and events (e.g. 1h, 6h): cover
+    /// your longest run if you read it only at the end.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub timeline_retention: std::time::Duration,
     /// What each instance runs (with -f): the words after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -309,6 +313,7 @@ async fn run_up(args: UpArgs) -> ExitCode {
     let opts = UpOptions {
         request_log: args.request_log,
         log_format: args.log_format,
+        timeline_retention: args.timeline_retention,
         ..UpOptions::default()
     };
     match up::run(cfg, listeners, opts, shutdown).await {

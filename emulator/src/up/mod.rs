@@ -28,6 +28,8 @@ pub struct UpOptions {
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
+    /// How long the timeline (`/_emu/events`) keeps entries.
+    pub timeline_retention: Duration,
 }
 
 impl Default for UpOptions {
@@ -36,6 +38,7 @@ impl Default for UpOptions {
             request_log: LogTarget::Off,
             log_format: LogFormat::Text,
             drain: Duration::from_secs(30),
+            timeline_retention: crate::timeline::DEFAULT_RETENTION,
         }
     }
 }
@@ -136,6 +139,7 @@ async fn serve_with(
         backends_status,
         drain: opts.drain,
         output: opts.log_format,
+        timeline_retention: opts.timeline_retention,
     };
     let serving = serve::start(listeners, cfg, parts, shutdown.clone())?;
     if let Err(e) = state::write_state(&cfg.project_dir, serving.addr) {

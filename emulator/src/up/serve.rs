@@ -44,6 +44,8 @@ pub(super) struct ServeParts {
     pub drain: Duration,
     /// How instances' output is written (`--log-format`).
     pub output: crate::telemetry::LogFormat,
+    /// How long the timeline keeps entries (`--timeline-retention`).
+    pub timeline_retention: Duration,
 }
 
 /// Starts everything on `listeners`; returns once the front door listens. Cancelling `shutdown`
@@ -59,7 +61,7 @@ pub(super) fn start(
         addr: SocketAddr::new(cfg.frontdoor.host, cfg.frontdoor.port),
         source,
     })?;
-    let events = Arc::new(Timeline::default());
+    let events = Arc::new(Timeline::new(parts.timeline_retention));
     let services: Vec<Arc<ServiceRuntime>> = cfg
         .services
         .iter()

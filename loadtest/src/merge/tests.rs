@@ -59,6 +59,7 @@ fn report(outcomes: &[(usize, u64, u64, bool)], start_ms: u64, shard: Option<Sha
         rps_factor: shard.map_or(1.0, |s| 1.0 / f64::from(s.count)),
         shard,
         client: Default::default(),
+        emu_fetch_every: crate::emu::collect::EVERY,
     };
     let emulator = EmulatorSection {
         detected: false,

@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub ca_cert: Option<PathBuf>,
     /// `--insecure`: no certificate check.
     pub insecure: bool,
+    /// How often emu's timeline is read during the run; default [`emu::collect::EVERY`].
+    pub emu_fetch_every: Option<Duration>,
 }
 
 /// Why a run cannot start: bad input, never the target's fault.
@@ -81,6 +83,8 @@ pub struct Prepared {
     pub shard: Option<ShardInfo>,
     /// Headers, TLS roots, certificate checks.
     pub client: ClientOptions,
+    /// How often emu's timeline is read during the run.
+    pub emu_fetch_every: Duration,
 }
 
 /// Validates the options into a [`Prepared`] run. A shard keeps its share of the rate (the
@@ -134,6 +138,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, PrepareError> {
         rps_factor,
         shard: opts.shard,
         client,
+        emu_fetch_every: opts.emu_fetch_every.unwrap_or(emu::collect::EVERY),
     })
 }
 
@@ -273,9 +278,18 @@ pub async fn execute(p: &Prepared, progress: engine::ProgressMode) -> Report {
             )
         }
         Ok(status) => {
+            // emu keeps its timeline for a bounded time: a long run reads it as it goes.
+            let collector = status.is_some().then(|| {
+                let since = build::unix_ms(SystemTime::now());
+                emu::collect::Collector::start(client.clone(), &p.target, since, p.emu_fetch_every)
+            });
             let r = engine::run(&p.scenario, &p.target, client.clone(), cap, progress).await;
-            (r, status)
+            (r, status.map(|s| (s, collector)))
         }
+    };
+    let (emu_status, collector) = match emu_status {
+        Some((s, c)) => (Some(s), c),
+        None => (None, None),
     };
     let mut emulator = EmulatorSection {
         detected: emu_status.is_some(),
@@ -288,8 +302,8 @@ pub async fn execute(p: &Prepared, progress: engine::ProgressMode) -> Report {
     };
     let started_ms = build::unix_ms(engine_result.started);
     let ended_ms = build::unix_ms(engine_result.ended);
-    if emu_status.is_some() {
-        match emu::fetch_events_through(&client, &p.target, started_ms, ended_ms).await {
+    if let Some(collector) = collector {
+        match collector.finish(ended_ms).await {
             Ok(doc) => emulator.observed = Some(emu::aggregate(&doc, started_ms, ended_ms)),
             Err(e) => emulator.error = Some(e),
         }

@@ -33,6 +33,7 @@ fn half_sent(pacing: Pacing) -> Report {
         rps_factor: 1.0,
         shard: None,
         client: Default::default(),
+        emu_fetch_every: crate::emu::collect::EVERY,
     };
     let emulator = EmulatorSection {
         detected: false,

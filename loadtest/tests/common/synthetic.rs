@@ -90,6 +90,7 @@ pub fn write_shaped_report(
         rps_factor: 1.0,
         shard: None,
         client: Default::default(),
+        emu_fetch_every: loadtest::emu::collect::EVERY,
     };
     let result = EngineResult {
         recorder: rec,

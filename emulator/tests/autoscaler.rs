@@ -134,6 +134,18 @@ async fn eight_streams_at_concurrency_two_scale_to_seven_and_back_and_simulate_a
         decisions.iter().any(|d| d["desired"] == 7),
         "a decision for 7"
     );
+    // Every 2 s, as Knative's ticker: the decisions stay on their schedule, so a late one does
+    // not push the rest later (a busy machine delays single decisions, not the mean).
+    let ts: Vec<u64> = decisions
+        .iter()
+        .map(|d| d["ts_ms"].as_u64().unwrap())
+        .collect();
+    let mean_s = (ts[ts.len() - 1] - ts[0]) as f64 / 1000.0 / (ts.len() - 1) as f64;
+    assert!(
+        (mean_s - 2.0).abs() <= 0.05,
+        "decisions every {mean_s:.3} s on average over {} of them",
+        ts.len()
+    );
     let metrics = reqwest::get(emu.url("/_emu/metrics"))
         .await
         .unwrap()

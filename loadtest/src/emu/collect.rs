@@ -93,11 +93,15 @@ impl Collector {
         }
     }
 
-    /// Stops the periodic fetch and adds the rest, through the sample that covers `end_ms`.
-    /// The result has the shape of `/_emu/events` (`{"events": [...]}`).
-    pub async fn finish(self, end_ms: i64) -> Result<Value, String> {
+    /// Stops the periodic fetch and adds the rest of the run `start_ms..end_ms`, through the
+    /// sample that covers `end_ms`. A run shorter than the fetch interval is read in one fetch
+    /// from its start, as it always was. The result has the shape of `/_emu/events`.
+    pub async fn finish(self, start_ms: i64, end_ms: i64) -> Result<Value, String> {
         let _ = self.stop.send(());
         let (mut got, _earlier) = self.task.await.map_err(|e| e.to_string())?;
+        if got.events.is_empty() {
+            got.newest_ms = start_ms;
+        }
         let rest = fetch_events_through(&self.client, &self.target, got.newest_ms, end_ms).await?;
         got.add(rest);
         Ok(got.into_doc())

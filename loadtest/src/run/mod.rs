@@ -303,7 +303,7 @@ pub async fn execute(p: &Prepared, progress: engine::ProgressMode) -> Report {
     let started_ms = build::unix_ms(engine_result.started);
     let ended_ms = build::unix_ms(engine_result.ended);
     if let Some(collector) = collector {
-        match collector.finish(ended_ms).await {
+        match collector.finish(started_ms, ended_ms).await {
             Ok(doc) => emulator.observed = Some(emu::aggregate(&doc, started_ms, ended_ms)),
             Err(e) => emulator.error = Some(e),
         }

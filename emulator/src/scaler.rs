@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn decisions_keep_a_two_second_cadence_through_jittered_samples() {
         // Late by 0–40 ms, in an order that made the old rule skip to the next sample.
-        let jitter = |k: u64| (k * 37 % 41);
+        let jitter = |k: u64| k * 37 % 41;
         let d = decisions_at(jitter, 60);
         assert_eq!(d.len(), 30, "{d:?}");
         let span = (d[29] - d[0]).as_secs_f64();

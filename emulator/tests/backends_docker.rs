@@ -5,6 +5,8 @@
 //! skipped Docker test must never look like a passing one. Where no engine can run, set
 //! `EMU_SKIP_DOCKER=1` to skip them loudly; `CI` (or `EMU_REQUIRE_DOCKER=1`) overrides that.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListVolumesOptionsBuilder};
@@ -307,18 +309,10 @@ async fn docker_mode_runs_the_stores_reuses_them_and_down_removes_them() {
     c.close().await.unwrap();
     let client = redis::Client::open(b.redis_url().unwrap()).unwrap();
     let mut r = client.get_multiplexed_async_connection().await.unwrap();
-    let cfg: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory*")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    let cfg: HashMap<String, String> = cfg
-        .chunks(2)
-        .map(|p| (p[0].clone(), p[1].clone()))
-        .collect();
-    assert_eq!(cfg["maxmemory"], "1073741824");
-    assert_eq!(cfg["maxmemory-policy"], "volatile-lru");
+    let info = common::redis_info(&mut r).await;
+    assert_eq!(info["maxmemory"], "1073741824");
+    assert_eq!(info["maxmemory_policy"], "volatile-lru");
+    common::assert_config_blocked(&mut r).await;
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("kept")

@@ -1,6 +1,8 @@
 //! Cloud SQL and Memorystore sizing on native servers: a tier's `max_connections` as the app
 //! sees it, and `size_gb` as Redis' `maxmemory`.
 
+mod common;
+
 use emulator::backends::{self, BackendsPlan, Mode, PostgresConfig, RedisConfig};
 use sqlx::Connection;
 
@@ -101,27 +103,11 @@ async fn size_gb_sets_maxmemory_and_policy() {
     assert!(b.database_url(None).is_none());
     let client = redis::Client::open(b.redis_url().unwrap().as_str()).unwrap();
     let mut r = client.get_multiplexed_async_connection().await.unwrap();
-    let mm: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert_eq!(mm, ["maxmemory", "1073741824"]);
-    let policy: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert_eq!(policy, ["maxmemory-policy", "volatile-lru"]);
-    let aof: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendonly")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert_eq!(aof, ["appendonly", "yes"]);
+    let info = common::redis_info(&mut r).await;
+    assert_eq!(info["maxmemory"], "1073741824");
+    assert_eq!(info["maxmemory_policy"], "volatile-lru");
+    assert_eq!(info["aof_enabled"], "1");
+    common::assert_config_blocked(&mut r).await;
     drop(r);
     b.stop().await;
 }

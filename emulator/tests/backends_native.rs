@@ -1,6 +1,8 @@
 //! Native mode against the installed PostgreSQL and redis-server: real servers on free ports,
 //! data under a temp project folder, every process stopped at the end.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -92,20 +94,10 @@ async fn native_data_survives_stop_and_start() {
         .unwrap();
     assert_eq!(v.as_deref(), Some("kept"), "redis appendonly data lost");
     // size_gb → maxmemory and Memorystore's policy.
-    let mm: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert_eq!(mm[1], (512u64 * 1024 * 1024).to_string());
-    let pol: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert_eq!(pol[1], "volatile-lru");
+    let info = common::redis_info(&mut r).await;
+    assert_eq!(info["maxmemory"], (512u64 * 1024 * 1024).to_string());
+    assert_eq!(info["maxmemory_policy"], "volatile-lru");
+    common::assert_config_blocked(&mut r).await;
     let saved = redis::cmd("BGSAVE").query_async::<String>(&mut r).await;
     assert!(saved.is_err(), "BGSAVE is blocked as on Memorystore");
     drop(r);

@@ -112,7 +112,25 @@ pub struct RedisConfig {
     pub port: Option<u16>,
     /// Docker mode: the image to run (default `redis:<version>`).
     pub image: Option<String>,
+    /// Let clients run the commands Memorystore blocks (`CONFIG`, `MONITOR`…), for local
+    /// debugging with redis-cli or a GUI. Off by default: what fails on Memorystore fails here.
+    pub allow_blocked_commands: bool,
 }
+
+/// Commands Memorystore blocks for clients, which emu's Redis blocks too (renamed away).
+/// `CLIENT` stays: client libraries send `CLIENT SETINFO`/`SETNAME` on connect, and Memorystore
+/// answers the subcommands they use.
+pub const MEMORYSTORE_BLOCKED_COMMANDS: [&str; 9] = [
+    "CONFIG",
+    "MONITOR",
+    "SAVE",
+    "BGSAVE",
+    "DEBUG",
+    "CLUSTER",
+    "ACL",
+    "REPLICAOF",
+    "SLAVEOF",
+];
 
 /// PostgreSQL major versions emu offers (the ones Cloud SQL and the `postgres` images share).
 pub const POSTGRES_VERSIONS: [u32; 3] = [14, 15, 16];
@@ -219,6 +237,15 @@ impl RedisConfig {
     /// The version asked for, or the default.
     pub fn version_or_default(&self) -> u32 {
         self.version.unwrap_or(DEFAULT_REDIS_VERSION)
+    }
+
+    /// The commands emu's server renames away: Memorystore's, unless `allow_blocked_commands`.
+    pub fn blocked_commands(&self) -> &'static [&'static str] {
+        if self.allow_blocked_commands {
+            &[]
+        } else {
+            &MEMORYSTORE_BLOCKED_COMMANDS
+        }
     }
 
     /// `maxmemory` in bytes for `size_gb` (GiB, as Memorystore sizes are), or 0 (no limit).
@@ -363,6 +390,16 @@ pub fn mask_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memorystore_blocked_commands_unless_allowed() {
+        let blocked: RedisConfig = toml::from_str("mode = \"native\"").unwrap();
+        assert!(blocked.blocked_commands().contains(&"CONFIG"));
+        assert!(blocked.blocked_commands().contains(&"MONITOR"));
+        assert!(!blocked.blocked_commands().contains(&"CLIENT"));
+        let allowed: RedisConfig = toml::from_str("allow_blocked_commands = true").unwrap();
+        assert!(allowed.blocked_commands().is_empty());
+    }
 
     #[test]
     fn tiers() {

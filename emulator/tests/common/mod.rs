@@ -342,3 +342,33 @@ pub fn free_port_outside_ephemeral() -> u16 {
         .find(|&p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
         .expect("a free port between 20000 and 32000")
 }
+
+/// `INFO` as a map (`maxmemory`, `maxmemory_policy`, `aof_enabled`…): how a client reads the
+/// server's settings when `CONFIG` is blocked, as on Memorystore.
+pub async fn redis_info(
+    r: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, String> {
+    let text: String = redis::cmd("INFO")
+        .arg("everything")
+        .query_async(r)
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Asserts that `CONFIG GET` is refused as Memorystore refuses it.
+pub async fn assert_config_blocked(r: &mut redis::aio::MultiplexedConnection) {
+    let got = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async::<Vec<String>>(r)
+        .await;
+    let err = got.expect_err("CONFIG is blocked as on Memorystore");
+    assert!(
+        err.to_string().to_lowercase().contains("unknown command"),
+        "{err}"
+    );
+}

@@ -108,6 +108,26 @@ pub fn postgres_spec(cfg: &PostgresConfig, project_dir: &Path) -> StoreSpec {
     }
 }
 
+/// `redis-server` with Memorystore's settings and blocked commands (renamed to nothing).
+fn redis_cmd(cfg: &RedisConfig) -> Vec<String> {
+    let maxmemory = cfg.maxmemory_bytes().to_string();
+    let mut cmd: Vec<String> = [
+        "redis-server",
+        "--appendonly",
+        "yes",
+        "--maxmemory",
+        &maxmemory,
+        "--maxmemory-policy",
+        "volatile-lru",
+    ]
+    .map(String::from)
+    .into();
+    for c in cfg.blocked_commands() {
+        cmd.extend(["--rename-command".into(), (*c).into(), String::new()]);
+    }
+    cmd
+}
+
 /// The Redis container of a project: Memorystore's `maxmemory` (the instance size) with
 /// `volatile-lru`, as in native mode; `appendonly` keeps the data in the volume.
 pub fn redis_spec(cfg: &RedisConfig, project_dir: &Path) -> StoreSpec {
@@ -120,17 +140,7 @@ pub fn redis_spec(cfg: &RedisConfig, project_dir: &Path) -> StoreSpec {
             .clone()
             .unwrap_or_else(|| format!("redis:{}", cfg.version_or_default())),
         env: BTreeMap::new(),
-        cmd: [
-            "redis-server",
-            "--appendonly",
-            "yes",
-            "--maxmemory",
-            &cfg.maxmemory_bytes().to_string(),
-            "--maxmemory-policy",
-            "volatile-lru",
-        ]
-        .map(String::from)
-        .into(),
+        cmd: redis_cmd(cfg),
         container_port: 6379,
         host_port: cfg.port,
         volume: format!("{project}-redis"),

@@ -29,20 +29,6 @@ pub(crate) fn find_redis() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Commands Memorystore blocks that emu blocks too (renamed away). `CONFIG`, `CLIENT` and
-/// `MONITOR` stay: client libraries (CLIENT SETINFO/SETNAME), redis-cli and GUI tools use them,
-/// and tests read `maxmemory` back with `CONFIG GET`. Status lists both sets.
-pub(crate) const BLOCKED_COMMANDS: [&str; 7] = [
-    "SAVE",
-    "BGSAVE",
-    "DEBUG",
-    "CLUSTER",
-    "ACL",
-    "REPLICAOF",
-    "SLAVEOF",
-];
-pub(crate) const KEPT_COMMANDS: [&str; 3] = ["CONFIG", "CLIENT", "MONITOR"];
-
 /// A Redis server emu runs from the installed `redis-server`.
 pub(crate) struct NativeRedis {
     process: ServerProcess,
@@ -51,6 +37,7 @@ pub(crate) struct NativeRedis {
     requested: u32,
     dir: PathBuf,
     maxmemory: u64,
+    blocked: &'static [&'static str],
 }
 
 impl NativeRedis {
@@ -84,6 +71,7 @@ impl NativeRedis {
         let dir = fs::canonicalize(&dir)
             .map_err(|e| BackendError::io(format!("resolving {}", dir.display()), e))?;
         let maxmemory = cfg.maxmemory_bytes();
+        let blocked = cfg.blocked_commands();
         recover_stale_redis_pid(&dir)?;
         let mut attempt = 0;
         let (port, process) = loop {
@@ -92,7 +80,7 @@ impl NativeRedis {
                 Some(p) => p,
                 None => free_port()?,
             };
-            match spawn_redis(&bin, &dir, port, maxmemory).await {
+            match spawn_redis(&bin, &dir, port, maxmemory, blocked).await {
                 Ok(process) => break (port, process),
                 Err(SpawnError::PortTaken) if cfg.port.is_none() && attempt < PORT_ATTEMPTS => {}
                 Err(SpawnError::PortTaken) => {
@@ -112,6 +100,7 @@ impl NativeRedis {
             requested,
             dir,
             maxmemory,
+            blocked,
         };
         Ok((format!("redis://127.0.0.1:{port}"), server))
     }
@@ -123,10 +112,11 @@ async fn spawn_redis(
     dir: &Path,
     port: u16,
     maxmemory: u64,
+    blocked: &[&str],
 ) -> Result<ServerProcess, SpawnError> {
     let log = dir.join("redis.log");
     let conf = dir.join("redis.conf");
-    fs::write(&conf, redis_conf(dir, port, maxmemory))
+    fs::write(&conf, redis_conf(dir, port, maxmemory, blocked))
         .map_err(|e| BackendError::io(format!("writing {}", conf.display()), e))?;
     let (out, err) = open_log(&log)?;
     let log_start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
@@ -183,7 +173,7 @@ async fn spawn_redis(
     }
 }
 
-fn redis_conf(dir: &Path, port: u16, maxmemory: u64) -> String {
+fn redis_conf(dir: &Path, port: u16, maxmemory: u64, blocked: &[&str]) -> String {
     let quoted = dir
         .display()
         .to_string()
@@ -205,7 +195,7 @@ fn redis_conf(dir: &Path, port: u16, maxmemory: u64) -> String {
          logfile \"\"\n\
          pidfile \"{quoted}/redis.pid\"\n"
     );
-    for c in BLOCKED_COMMANDS {
+    for c in blocked {
         conf.push_str(&format!("rename-command {c} \"\"\n"));
     }
     conf
@@ -297,8 +287,7 @@ impl Running for NativeRedis {
             "maxmemory": self.maxmemory,
             "maxmemory_policy": "volatile-lru",
             "appendonly": true,
-            "blocked_commands": BLOCKED_COMMANDS,
-            "kept_commands": KEPT_COMMANDS,
+            "blocked_commands": self.blocked,
             "data_dir": self.dir.display().to_string(),
         })
     }

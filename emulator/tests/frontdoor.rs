@@ -379,7 +379,12 @@ min_instances = 1
 }
 
 async fn a_client_gone_mid_request_frees_its_slot(path: Via) {
-    let emu = Emu::start_toml_on(path, &one_slot("2s"));
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "emu.toml", &common::config(&one_slot("2s")));
+    let log = dir.path().join("requests.log");
+    let log_arg = log.display().to_string();
+    let args = ["--log-format", "json", "--request-log", &log_arg];
+    let emu = Emu::start_in_env(dir, &args, path.env());
     emu.wait_ready("slow", 1).await;
     // A client takes the only slot with a minute of work, then leaves.
     let url = emu.url("/work?ms=60000");
@@ -391,6 +396,40 @@ async fn a_client_gone_mid_request_frees_its_slot(path: Via) {
     let (status, _, _, inst) = timed_get(path, emu.url("/")).await;
     assert_eq!(status, 200);
     assert_eq!(inst.as_deref(), Some("slow-1"));
+    // The request that lost its client is in the log (499, client closed, with its latency)
+    // and in the metrics, beside the one that was answered.
+    let mut closed = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        closed = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["httpRequest"]["status"] == 499);
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed =
+        closed.unwrap_or_else(|| panic!("no 499 entry in {:?}", std::fs::read_to_string(&log)));
+    assert!(closed["httpRequest"]["requestUrl"]
+        .as_str()
+        .unwrap()
+        .ends_with("/work?ms=60000"));
+    assert!(closed["httpRequest"]["latency"]
+        .as_str()
+        .unwrap()
+        .ends_with('s'));
+    let metrics = reqwest::get(emu.url("/_emu/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("emu_requests_total{service=\"slow\",code=\"499\"} 1"),
+        "{metrics}"
+    );
 }
 
 async fn reserved_paths_and_trace_never_reach_the_instance(path: Via) {

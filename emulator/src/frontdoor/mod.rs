@@ -110,13 +110,11 @@ async fn handle(
     match chosen {
         Ok(service) => proxy::forward(fd, service, req, peer).await,
         Err(e) => {
-            let ex = Exchange {
-                arrived: tokio::time::Instant::now(),
+            let ex = Exchange::new(
+                fd,
                 peer,
-                service: None,
-                trace: None,
-                log: fd.logger.enabled().then(|| proxy::log_fields(&req)),
-            };
+                fd.logger.enabled().then(|| proxy::log_fields(&req)),
+            );
             let resp = e.render(errors::is_grpc(req.headers())).map(Either::Right);
             let size = http_body::Body::size_hint(resp.body()).exact();
             ex.finish(fd, resp.status().as_u16(), None, false, size);

@@ -69,13 +69,8 @@ pub async fn forward(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<FrontBody> {
-    let mut ex = Exchange {
-        arrived: Instant::now(),
-        peer,
-        service: Some(service.clone()),
-        trace: None,
-        log: fd.logger.enabled().then(|| log_fields(&req)),
-    };
+    let mut ex = Exchange::new(fd, peer, fd.logger.enabled().then(|| log_fields(&req)));
+    ex.service = Some(service.clone());
     let deadline = ex.arrived + service.spec.timeout;
     let grpc = super::errors::is_grpc(req.headers());
     let result = forward_inner(fd, service, req, peer, deadline, &mut ex).await;

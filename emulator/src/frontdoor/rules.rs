@@ -17,6 +17,7 @@
 //! the same way, see [`super::errors`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -28,7 +29,7 @@ use super::wire::{
 };
 use super::{FrontDoor, Route};
 use crate::service::ServiceRuntime;
-use crate::telemetry::RequestLog;
+use crate::telemetry::{RequestLog, RequestLogger};
 
 /// Where a rewritten head's headers go.
 pub(crate) trait HeadSink {
@@ -370,6 +371,8 @@ where
 }
 
 /// One request as the request log and the service's counters see it, from arrival to answer.
+/// One dropped before its answer's status was known (the client left while it queued or while
+/// the instance worked) is logged and counted as 499, client closed, when it drops.
 pub(crate) struct Exchange {
     pub arrived: Instant,
     pub peer: SocketAddr,
@@ -377,7 +380,15 @@ pub(crate) struct Exchange {
     pub trace: Option<Trace>,
     /// Copied only when the request log is on.
     pub log: Option<LogFields>,
+    /// Set by [`Exchange::finish`]. Atomic only so that `&Exchange` may be held across awaits.
+    finished: AtomicBool,
+    /// For the entry of an exchange dropped unanswered (only when the log is on).
+    logger: Option<RequestLogger>,
 }
+
+/// The status a request whose client left before the answer is logged and counted with (nginx's
+/// "client closed request"; Cloud Run's log shows such requests with their latency too).
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 /// What only the request log needs.
 pub(crate) struct LogFields {
@@ -416,11 +427,36 @@ impl LogFields {
 }
 
 impl Exchange {
+    /// A request that arrived now from `peer`; `log` when the request log is on.
+    pub(crate) fn new(fd: &FrontDoor, peer: SocketAddr, log: Option<LogFields>) -> Self {
+        Exchange {
+            arrived: Instant::now(),
+            peer,
+            service: None,
+            trace: None,
+            logger: log.as_ref().map(|_| fd.logger.clone()),
+            log,
+            finished: AtomicBool::new(false),
+        }
+    }
+
     /// Phase 5: counts the answer's status on its service and writes the request log entry
     /// (`response_size`: the answer's body length when its head says it).
     pub(crate) fn finish(
         &self,
         fd: &FrontDoor,
+        status: u16,
+        instance: Option<Arc<str>>,
+        cold: bool,
+        response_size: Option<u64>,
+    ) {
+        self.finished.store(true, Ordering::Relaxed);
+        self.record(&fd.logger, status, instance, cold, response_size);
+    }
+
+    fn record(
+        &self,
+        logger: &RequestLogger,
         status: u16,
         instance: Option<Arc<str>>,
         cold: bool,
@@ -434,7 +470,7 @@ impl Exchange {
             Some(s) => (s.spec.name.clone(), s.spec.revision.clone()),
             None => ("-".into(), "-".into()),
         };
-        fd.logger.log(RequestLog {
+        logger.log(RequestLog {
             service,
             revision,
             method: info.method.clone(),
@@ -452,6 +488,16 @@ impl Exchange {
             instance,
             cold_start: cold,
         });
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.finished.load(Ordering::Relaxed) || self.service.is_none() {
+            return;
+        }
+        let logger = self.logger.take().unwrap_or_else(RequestLogger::off);
+        self.record(&logger, CLIENT_CLOSED, None, false, None);
     }
 }
 

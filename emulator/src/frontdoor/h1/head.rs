@@ -2,7 +2,6 @@
 //! takes (HTTP/1.1 instances only: a request for an h2c one goes hyper's way), and rewritten by the front door's one set of Cloud Run rules ([`crate::frontdoor::rules`]).
 
 use httparse::Header;
-use tokio::time::Instant;
 
 use super::chunked::ChunkScanner;
 use super::{MAX_HEAD, MAX_HEADERS, MAX_INLINE_BODY};
@@ -153,13 +152,7 @@ pub(super) fn plan(
         close: f.close || too_large || refused.as_ref().is_some_and(ProxyError::closes),
         head_end: 0,
         has_host: f.host.is_some(),
-        ex: Exchange {
-            arrived: Instant::now(),
-            peer,
-            service: None,
-            trace: None,
-            log,
-        },
+        ex: Exchange::new(fd, peer, log),
     };
     if let Some(e) = refused {
         return Plan::Local(r, e);

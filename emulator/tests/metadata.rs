@@ -211,8 +211,9 @@ async fn require_engine(test: &str) -> bool {
     true
 }
 
-/// Reads the project id from inside the container, the way a library there would.
-const IN_CONTAINER: &str = "import os, urllib.request as u; print(u.urlopen(u.Request('http://' + os.environ['GCE_METADATA_HOST'] + '/computeMetadata/v1/project/project-id', headers={'Metadata-Flavor': 'Google'})).read().decode())";
+/// Reads the project id from the metadata server, the way a library would (stdlib only, as the
+/// test image has no google-auth).
+const READ_PROJECT_ID: &str = "import os, urllib.request as u; print(u.urlopen(u.Request('http://' + os.environ['GCE_METADATA_HOST'] + '/computeMetadata/v1/project/project-id', headers={'Metadata-Flavor': 'Google'})).read().decode())";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_instance_reaches_the_metadata_server() {
@@ -237,7 +238,7 @@ async fn a_container_instance_reaches_the_metadata_server() {
     // Containers share the host's network, so 127.0.0.1:PORT in their env is the server.
     let name = format!("emu-{}-{}", instance.to_str().unwrap(), emu.child.id());
     let out = std::process::Command::new("docker")
-        .args(["exec", &name, "python3", "-c", IN_CONTAINER])
+        .args(["exec", &name, "python3", "-c", READ_PROJECT_ID])
         .output()
         .unwrap();
     assert!(
@@ -246,4 +247,19 @@ async fn a_container_instance_reaches_the_metadata_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "shop-test-2");
+}
+
+#[test]
+fn a_job_run_on_its_own_has_a_metadata_server_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = READ_PROJECT_ID.replace('\'', "\\\"");
+    write(
+        dir.path(),
+        "emu.toml",
+        &format!("[project]\nid = \"shop-test-3\"\n\n[[service]]\nname = \"api\"\ncommand = [\"true\"]\n\n[[job]]\nname = \"report\"\ncommand = [\"/bin/sh\", \"-c\", \"python3 -c '{script}' > project.txt\"]\n"),
+    );
+    let (code, stderr) = run_emu(dir.path(), &["job", "run", "report"]);
+    assert_eq!(code, 0, "{stderr}");
+    let seen = std::fs::read_to_string(dir.path().join("project.txt")).unwrap();
+    assert_eq!(seen.trim(), "shop-test-3");
 }

@@ -125,7 +125,6 @@ async fn serve_with(
     let mut inputs = prepare::service_inputs(cfg, &store, backends)?;
     // Before the jobs: a migration may ask for a token too.
     let metadata = crate::metadata::start(&cfg.project).await?;
-    prepare::report_metadata(&metadata);
     for env in inputs.env.values_mut() {
         // First, so that a service's own env or secrets may point elsewhere.
         let own = std::mem::replace(env, metadata.env());
@@ -144,6 +143,7 @@ async fn serve_with(
     if report {
         prepare::report_backends(&backends_status);
     }
+    prepare::report_metadata(&metadata);
     let parts = ServeParts {
         inputs,
         logger,

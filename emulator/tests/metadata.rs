@@ -46,13 +46,21 @@ fn require_python_packages() {
     );
 }
 
-/// GETs `url` from the instance until it answers (the first request starts it), up to a minute.
+/// GETs `url` from the instance until it answers (the first request starts it), up to a minute;
+/// an answer other than 200 or a busy front door's 429/503/504 fails at once, with its body.
 async fn get_json(url: &str) -> serde_json::Value {
     let client = reqwest::Client::new();
     let mut last = String::new();
     for _ in 0..120 {
         match client.get(url).send().await {
             Ok(r) if r.status() == 200 => return r.json().await.unwrap(),
+            Ok(r) if ![429, 503, 504].contains(&r.status().as_u16()) => {
+                panic!(
+                    "{url}: {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )
+            }
             Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
         }

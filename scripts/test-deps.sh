@@ -1,5 +1,6 @@
 # scripts/test-deps.sh: installs and starts what the test suite needs when it is missing —
-# PostgreSQL, Redis, xmllint, a Docker engine and the test images — and exports DOCKER_HOST.
+# PostgreSQL, Redis, xmllint, Python's google-auth, a Docker engine and the test images — and
+# exports DOCKER_HOST.
 # Sourced (it sets the caller's environment) by scripts/test.sh and scripts/stress-tests.sh, so
 # both run the suite on the same footing.
 #
@@ -21,6 +22,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v pg_isready >/dev/null 2>&1 || missing+=(postgresql-client)
 # xmllint: loadtest's junit.xml is checked against the strict Ant JUnit schema (loadtest/tests/junit.rs).
 command -v xmllint >/dev/null 2>&1 || missing+=(libxml2-utils)
+# python3 and pip: emulator/tests/metadata.rs runs Google's auth library in an instance.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -qq
@@ -47,6 +51,15 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   mkdir -p /tmp/emu-ci-redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/emu-ci-redis
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+
+# --- Python's google-auth (with requests, PyJWT and cryptography), for the metadata server's test -
+py_packages=(google-auth requests pyjwt cryptography)
+if ! python3 -c 'import google.auth, requests, jwt, cryptography' >/dev/null 2>&1; then
+  say "installing ${py_packages[*]} for python3"
+  # Debian's own python3 refuses `pip install` outside a venv (externally-managed-environment).
+  python3 -m pip install --quiet "${py_packages[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${py_packages[@]}"
 fi
 
 # --- Docker: an engine and the test images, so the docker-mode tests run (they fail without one) -

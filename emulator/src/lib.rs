@@ -17,6 +17,7 @@ pub mod demo;
 pub mod frontdoor;
 pub mod instances;
 pub mod jobs;
+pub mod metadata;
 pub use emu_model as model;
 pub mod ports;
 pub mod proc;

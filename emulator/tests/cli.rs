@@ -136,7 +136,14 @@ async fn cloud_run_yaml_runs_unchanged() {
     // Unmodelled fields are listed once, as a warning.
     let err = emu.stderr_text();
     assert_eq!(err.matches("fields emu does not model").count(), 1, "{err}");
-    assert!(err.contains("serviceAccountName"), "{err}");
+    assert!(err.contains("containers[].resources"), "{err}");
+    // The export's project number, region and service account are what the metadata server
+    // answers with.
+    assert!(
+        err.contains("(project emu-local, region europe-west1, service account 123-compute@developer.gserviceaccount.com)"),
+        "{err}"
+    );
+    assert!(!err.contains("serviceAccountName"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,7 @@
 //! `emu job run NAME`: one execution outside `emu up`. The job reaches the backends of the emu
 //! running in the same folder (from `.emu/backends.json`), or, with none running, backends of
-//! its own for the length of the execution.
+//! its own for the length of the execution; and a metadata server of its own, as a Cloud Run
+//! job's tasks have one.
 
 use crate::backends::{self, BackendError, Backends, BackendsPlan};
 use crate::secrets::{SecretError, SecretStore};
@@ -27,13 +28,18 @@ pub enum JobRunError {
     Backends(#[from] BackendError),
     #[error("{}", .0.describe())]
     Failed(Box<Execution>),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 impl JobRunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             JobRunError::NoSuchJob { .. } | JobRunError::Secrets(_) => 2,
-            JobRunError::SecretFiles(_) | JobRunError::Backends(_) | JobRunError::Failed(_) => 1,
+            JobRunError::SecretFiles(_)
+            | JobRunError::Backends(_)
+            | JobRunError::Failed(_)
+            | JobRunError::Metadata(_) => 1,
         }
     }
 }
@@ -79,17 +85,22 @@ fn running_env(running: &BackendsState, job: &JobSpec) -> Vec<(String, String)> 
 pub async fn run_outside_up(cfg: &Config, name: Option<&str>) -> Result<Execution, JobRunError> {
     let job = find(cfg, name)?;
     let store = SecretStore::load(&cfg.secrets, &cfg.project_dir).map_err(JobRunError::Secrets)?;
-    let (mut env, own): (_, Option<Backends>) = match BackendsState::read_live(&cfg.project_dir) {
-        Some(running) => (running_env(&running, job), None),
-        None => {
-            let plan = BackendsPlan::for_config(cfg, job.database.iter().cloned().collect());
-            let b = backends::start(plan).await?;
-            (
-                b.env(job.database.as_deref(), &job.database_env, &job.redis_env),
-                Some(b),
-            )
-        }
-    };
+    // Before the backends, so that a failure here leaves nothing started.
+    let metadata = crate::metadata::start(&cfg.project).await?;
+    let (backends_env, own): (_, Option<Backends>) =
+        match BackendsState::read_live(&cfg.project_dir) {
+            Some(running) => (running_env(&running, job), None),
+            None => {
+                let plan = BackendsPlan::for_config(cfg, job.database.iter().cloned().collect());
+                let b = backends::start(plan).await?;
+                (
+                    b.env(job.database.as_deref(), &job.database_env, &job.redis_env),
+                    Some(b),
+                )
+            }
+        };
+    let mut env = metadata.env();
+    env.extend(backends_env);
     let secrets = store
         .check(&job.name, &job.secrets)
         .map_err(JobRunError::Secrets)
@@ -108,6 +119,7 @@ pub async fn run_outside_up(cfg: &Config, name: Option<&str>) -> Result<Executio
     if let Some(b) = own {
         b.stop().await;
     }
+    metadata.stop().await;
     let exec = exec?;
     if exec.succeeded {
         Ok(exec)

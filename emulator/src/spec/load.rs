@@ -78,6 +78,7 @@ fn load_yamls(files: &[PathBuf], command: &[String], cwd: &Path) -> Result<Confi
                 m.warnings.extend(c.warnings);
                 m.postgres = m.postgres.or(c.postgres);
                 m.redis = m.redis.or(c.redis);
+                m.project.merge(c.project, &mut m.warnings);
                 m
             }
         });

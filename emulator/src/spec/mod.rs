@@ -13,6 +13,7 @@ mod duration;
 mod emu_toml;
 mod load;
 mod overrides;
+pub mod project;
 pub mod stores;
 mod types;
 mod validate;
@@ -28,6 +29,7 @@ pub use duration::parse_duration;
 pub use emu_toml::{load_secrets_file, load_toml, parse_toml};
 pub use load::{load, ConfigSource};
 pub use overrides::Overrides;
+pub use project::ProjectSettings;
 pub use types::{
     Config, FrontdoorSettings, JobSpec, Origin, PortFrom, Probe, ProbeAction, Protocol, RunnerSpec,
     SectionLines, ServiceSpec,

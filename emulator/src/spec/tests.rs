@@ -225,12 +225,19 @@ fn yaml_export_is_taken_unchanged() {
     for f in [
         "execution-environment",
         "startup-cpu-boost",
-        "serviceAccountName",
         "containers[].resources",
     ] {
         assert!(w.contains(f), "{f} missing from {w}");
     }
     assert!(!w.contains("namespace"), "{w}");
+    // What the metadata server answers with, from where an export writes it.
+    assert_eq!(cfg.project.number(), "123456789");
+    assert_eq!(cfg.project.region(), "us-central1");
+    assert_eq!(
+        cfg.project.service_account(),
+        "123-compute@developer.gserviceaccount.com"
+    );
+    assert_eq!(cfg.project.id(), "emu-local");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::limits;
+use super::project::ProjectSettings;
 use super::stores::{PostgresConfig, RedisConfig};
 use super::ColdStartDelay;
 use crate::model::AutoscalerConfig;
@@ -32,6 +33,8 @@ pub struct Config {
     pub jobs: Vec<JobSpec>,
     /// Things the spec says that emu does not model, listed once at start.
     pub warnings: Vec<String>,
+    /// The project, region and service account the metadata server answers with.
+    pub project: ProjectSettings,
     /// Where `[postgres]`'s keys are written.
     pub postgres_lines: SectionLines,
     /// Where `[redis]`'s keys are written.
@@ -53,6 +56,7 @@ impl Config {
             secrets: BTreeMap::new(),
             jobs: Vec::new(),
             warnings: Vec::new(),
+            project: ProjectSettings::default(),
             postgres_lines: SectionLines::default(),
             redis_lines: SectionLines::default(),
             secret_lines: SectionLines::default(),

@@ -1,8 +1,9 @@
 //! `emu up`'s composition root: [`run`] builds everything from one validated [`Config`] —
-//! backends, secrets, the jobs services depend on, the front door, each service's supervisor
-//! and autoscaler, the admin endpoints — serves until `shutdown`, then stops it all in order
-//! (front door, instances, then backends). The command line only parses arguments, loads the
-//! config, binds ([`bind`]) and maps [`UpError`] to an exit code.
+//! backends, secrets, the metadata server, the jobs services depend on, the front door, each
+//! service's supervisor and autoscaler, the admin endpoints — serves until `shutdown`, then
+//! stops it all in order (front door, instances, the metadata server, then backends). The
+//! command line only parses arguments, loads the config, binds ([`bind`]) and maps [`UpError`]
+//! to an exit code.
 
 mod listen;
 mod prepare;
@@ -63,6 +64,8 @@ pub enum UpError {
     Secrets(#[from] SecretError),
     #[error("not starting: job {job} failed")]
     JobFailed { job: String },
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 impl UpError {
@@ -71,7 +74,7 @@ impl UpError {
         match self {
             UpError::Backends(e) => e.exit_code(),
             UpError::Secrets(_) | UpError::RequestLog { .. } => 2,
-            UpError::Bind { .. } | UpError::JobFailed { .. } => 1,
+            UpError::Bind { .. } | UpError::JobFailed { .. } | UpError::Metadata(_) => 1,
         }
     }
 }
@@ -119,8 +122,15 @@ async fn serve_with(
     shutdown: CancellationToken,
 ) -> Result<(), UpError> {
     let store = SecretStore::load(&cfg.secrets, &cfg.project_dir)?;
-    let inputs = prepare::service_inputs(cfg, &store, backends)?;
-    prepare::run_needed_jobs(cfg, &store, backends).await?;
+    let mut inputs = prepare::service_inputs(cfg, &store, backends)?;
+    // Before the jobs: a migration may ask for a token too.
+    let metadata = crate::metadata::start(&cfg.project).await?;
+    for env in inputs.env.values_mut() {
+        // First, so that a service's own env or secrets may point elsewhere.
+        let own = std::mem::replace(env, metadata.env());
+        env.extend(own);
+    }
+    prepare::run_needed_jobs(cfg, &store, backends, &metadata.env()).await?;
     let recorded = BackendsState {
         pid: std::process::id(),
         database_url: backends.database_url(None),
@@ -133,6 +143,7 @@ async fn serve_with(
     if report {
         prepare::report_backends(&backends_status);
     }
+    prepare::report_metadata(&metadata);
     let parts = ServeParts {
         inputs,
         logger,
@@ -158,5 +169,6 @@ async fn serve_with(
     shutdown.cancelled().await;
     eprintln!("emu: shutting down: finishing in-flight requests, then stopping instances");
     serving.wait().await;
+    metadata.stop().await;
     Ok(())
 }

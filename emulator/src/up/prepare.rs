@@ -1,6 +1,6 @@
 //! What `emu up` does before the first instance starts: PostgreSQL and Redis up and healthy,
-//! each service's env (backends' URLs, secrets) and secret files, and the jobs services depend
-//! on (migrations) run to success.
+//! each service's env (backends' URLs, secrets, the metadata server) and secret files, and the
+//! jobs services depend on (migrations) run to success.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,14 +75,28 @@ pub(super) fn service_inputs(
     Ok(inputs)
 }
 
-/// A job's env: the backends' URLs and its secrets.
+/// Says where the metadata server is and who it says instances are.
+pub(super) fn report_metadata(m: &crate::metadata::MetadataServer) {
+    let id = m.identity();
+    eprintln!(
+        "emu: metadata server on http://{} (project {}, region {}, service account {})",
+        m.addr(),
+        id.project_id,
+        id.region,
+        id.service_account
+    );
+}
+
+/// A job's env: the metadata server's, the backends' URLs and its secrets.
 fn job_env(
     store: &SecretStore,
     backends: &Backends,
     job: &JobSpec,
     project_dir: &Path,
+    metadata: &[(String, String)],
 ) -> Result<Vec<(String, String)>, UpError> {
-    let mut env = backends.env(job.database.as_deref(), &job.database_env, &job.redis_env);
+    let mut env = metadata.to_vec();
+    env.extend(backends.env(job.database.as_deref(), &job.database_env, &job.redis_env));
     store.check(&job.name, &job.secrets)?;
     env.extend(store.materialize(&job.name, &job.secrets, project_dir)?.env);
     Ok(env)
@@ -93,6 +107,7 @@ pub(super) async fn run_needed_jobs(
     cfg: &Config,
     store: &SecretStore,
     backends: &Backends,
+    metadata: &[(String, String)],
 ) -> Result<(), UpError> {
     let needed = cfg
         .jobs
@@ -103,7 +118,7 @@ pub(super) async fn run_needed_jobs(
             "emu: running job {} before the services that depend on it",
             job.name
         );
-        let env = job_env(store, backends, job, &cfg.project_dir)?;
+        let env = job_env(store, backends, job, &cfg.project_dir, metadata)?;
         let exec = crate::jobs::run(job, &env).await;
         eprintln!("emu: {}", exec.describe());
         if !exec.succeeded {

@@ -4,6 +4,7 @@
 //! model are listed once as warnings; fields that only describe the service's state are skipped.
 
 mod container;
+mod identity;
 mod job;
 mod node;
 mod service;
@@ -53,6 +54,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     let mut cfg = Config::empty(path.to_path_buf(), project_dir);
     if kind == "Job" && api.starts_with("run.googleapis.com") {
         cfg.jobs.push(job::read(&root, command, &place)?);
+        cfg.project = identity::read(&root, None, None, &place)?;
         return Ok(cfg);
     }
     if kind != "Service" || !api.starts_with("serving.knative.dev/") {
@@ -67,6 +69,7 @@ pub fn parse_yaml(src: &str, path: &Path, command: &[String]) -> Result<Config, 
     cfg.services.push(read.service);
     cfg.postgres = read.cloudsql.then(PostgresConfig::default);
     cfg.redis = read.redis.then(RedisConfig::default);
+    cfg.project = read.project;
     cfg.warnings = read
         .warnings
         .into_iter()

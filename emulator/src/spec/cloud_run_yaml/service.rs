@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::super::project::ProjectSettings;
 use super::super::validate::{validate_service, Field, RawService};
 use super::super::{parse_duration, ColdStartDelay, ServiceSpec, SpecError};
 use super::container::{self, ContainerLines};
@@ -28,6 +29,8 @@ pub(super) struct ServiceRead {
     pub cloudsql: bool,
     /// Its env or secrets name Redis (Memorystore): it gets a local one.
     pub redis: bool,
+    /// The project, region and service account it names.
+    pub project: ProjectSettings,
 }
 
 /// The nodes a service's fields are found in, for the lines of errors.
@@ -140,6 +143,10 @@ pub(super) fn read(
     let mut annotations = revision_annotations(tmeta, &mut unmodelled);
     add_service_annotations(metadata, &mut annotations, &mut unmodelled);
     apply_annotations(&annotations, &mut raw, place)?;
+    let project_id = annotations
+        .get("emu.dev/project-id")
+        .map(|a| (a.value.as_str(), a.line));
+    let project = super::identity::read(root, Some(tspec), project_id, place)?;
     raw.concurrency = tspec.get("containerConcurrency").and_then(Node::int);
     if raw.concurrency == Some(0) {
         // In Cloud Run's Knative API, 0 means Cloud Run's default: 80, or 1 below one vCPU.
@@ -201,6 +208,7 @@ pub(super) fn read(
         warnings,
         cloudsql,
         redis,
+        project,
     })
 }
 
@@ -332,7 +340,8 @@ fn default_concurrency(tspec: &Node) -> i64 {
 }
 
 /// emu's own annotations whose values are not autoscaler settings.
-const EMU_SETTINGS: [&str; 5] = [
+const EMU_SETTINGS: [&str; 6] = [
+    "emu.dev/project-id",
     "emu.dev/cold-start",
     "emu.dev/queue-timeout",
     "emu.dev/port",

@@ -13,6 +13,7 @@ pub(super) const KNOWN: &[&str] = &[
     "spec.template.metadata.annotations",
     "spec.template.spec.containerConcurrency",
     "spec.template.spec.timeoutSeconds",
+    "spec.template.spec.serviceAccountName",
     "spec.template.spec.containers[].image",
     "spec.template.spec.containers[].ports[].containerPort",
     "spec.template.spec.containers[].ports[].name",
@@ -86,6 +87,7 @@ pub(super) fn service_annotation(key: &str, value: &str) -> ServiceAnnotation {
         | "autoscaling.knative.dev/max-scale" => {
             ServiceAnnotation::AsTemplate("autoscaling.knative.dev/maxScale")
         }
+        "emu.dev/project-id" => ServiceAnnotation::AsTemplate("emu.dev/project-id"),
         // emu's front door takes every local client: Cloud Run's `all`.
         "run.googleapis.com/ingress" if value == "all" => ServiceAnnotation::Silent,
         k if SILENT_SERVICE_ANNOTATIONS.contains(&k) => ServiceAnnotation::Silent,

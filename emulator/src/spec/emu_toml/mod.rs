@@ -1,5 +1,5 @@
-//! `emu.toml`: one or more `[[service]]`, plus `[emu]`, `[postgres]`, `[redis]`, `[secrets]`
-//! and `[[job]]`. Parsed once into a spanned document: serde reads the types from it, and
+//! `emu.toml`: one or more `[[service]]`, plus `[emu]`, `[project]`, `[postgres]`, `[redis]`,
+//! `[secrets]` and `[[job]]`. Parsed once into a spanned document: serde reads the types from it, and
 //! [`positions`] gives the line of every key for the errors found afterwards.
 
 mod job;
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::ImDocument;
 
+use super::project::{Field, ProjectSettings};
 use super::types::{Config, PortFrom, SectionLines};
 use super::{check_config, SpecError};
 use crate::secrets::SecretSource;
@@ -128,6 +129,9 @@ fn parse_unchecked(src: &str, path: &Path) -> Result<Config, SpecError> {
         };
         cfg.jobs.push(job::job_spec(j, &table, &cfg.project_dir)?);
     }
+    if let Some(p) = &file.project {
+        read_project(p, path, &positions, &mut cfg.project)?;
+    }
     cfg.postgres = file.postgres;
     cfg.redis = file.redis;
     cfg.secrets = file.secrets;
@@ -135,6 +139,32 @@ fn parse_unchecked(src: &str, path: &Path) -> Result<Config, SpecError> {
     cfg.redis_lines = positions.section(path, "redis");
     cfg.secret_lines = positions.section(path, "secrets");
     Ok(cfg)
+}
+
+/// `[project]`'s values, each checked at its line.
+fn read_project(
+    p: &schema::ProjectToml,
+    path: &Path,
+    positions: &Positions<'_>,
+    into: &mut ProjectSettings,
+) -> Result<(), SpecError> {
+    let values = [
+        (Field::Id, "id", p.id.clone()),
+        (Field::Number, "number", p.number.as_ref().map(|n| n.text())),
+        (Field::Region, "region", p.region.clone()),
+        (
+            Field::ServiceAccount,
+            "service_account",
+            p.service_account.clone(),
+        ),
+    ];
+    for (field, key, value) in values {
+        if let Some(v) = value {
+            let line = positions.line(&[Seg::Key("project"), Seg::Key(key)]);
+            into.set(field, &v, path, line.unwrap_or(1))?;
+        }
+    }
+    Ok(())
 }
 
 /// [`parse_unchecked`] of an in-memory text, for the spec's own tests.

@@ -22,6 +22,35 @@ pub(super) struct File {
     pub secrets: BTreeMap<String, SecretSource>,
     #[serde(default)]
     pub job: Vec<JobToml>,
+    pub project: Option<ProjectToml>,
+}
+
+/// `[project]`: the identity the metadata server answers with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProjectToml {
+    pub id: Option<String>,
+    /// `number = 123456789012` or `number = "123456789012"`.
+    pub number: Option<NumberOrText>,
+    pub region: Option<String>,
+    pub service_account: Option<String>,
+}
+
+/// A value written as a TOML integer or a string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+impl NumberOrText {
+    pub fn text(&self) -> String {
+        match self {
+            NumberOrText::Number(n) => n.to_string(),
+            NumberOrText::Text(t) => t.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -108,6 +108,9 @@ async fn google_auth_in_an_instance_finds_the_project_and_a_verifiable_id_token(
         "{}",
         emu.stderr_text()
     );
+    let status = emu.status().await;
+    assert_eq!(status["metadata"]["address"], host.as_str(), "{status}");
+    assert_eq!(status["metadata"]["project_id"], "shop-test-1");
 
     // The same token verifies here, with another library, against the served key set.
     let jwks: JwkSet = reqwest::get(format!("http://{host}/emu/jwks.json"))

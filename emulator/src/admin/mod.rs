@@ -24,6 +24,8 @@ pub struct AdminState {
     pub started_ms: u64,
     /// Backends' status (masked URLs, presets), filled once they are up.
     pub backends: parking_lot::Mutex<Value>,
+    /// The metadata server: address, project, region, service account.
+    pub metadata: Value,
 }
 
 /// Answers a `/_emu/…` request.
@@ -153,6 +155,7 @@ pub fn status(state: &AdminState) -> Value {
         "emu": { "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id(), "port": state.port, "started_ms": state.started_ms },
         "services": services,
         "backends": state.backends.lock().clone(),
+        "metadata": state.metadata.clone(),
     })
 }
 

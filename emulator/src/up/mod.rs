@@ -148,6 +148,7 @@ async fn serve_with(
         inputs,
         logger,
         backends_status,
+        metadata_status: prepare::metadata_status(&metadata),
         drain: opts.drain,
         output: opts.log_format,
         timeline_retention: opts.timeline_retention,

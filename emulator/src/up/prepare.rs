@@ -87,6 +87,17 @@ pub(super) fn report_metadata(m: &crate::metadata::MetadataServer) {
     );
 }
 
+/// The metadata server as `/_emu/status` shows it.
+pub(super) fn metadata_status(m: &crate::metadata::MetadataServer) -> serde_json::Value {
+    let id = m.identity();
+    serde_json::json!({
+        "address": m.addr().to_string(),
+        "project_id": id.project_id,
+        "region": id.region,
+        "service_account": id.service_account,
+    })
+}
+
 /// A job's env: the metadata server's, the backends' URLs and its secrets.
 fn job_env(
     store: &SecretStore,

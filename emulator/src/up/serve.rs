@@ -40,6 +40,8 @@ pub(super) struct ServeParts {
     pub logger: RequestLogger,
     /// The backends' status for `/_emu/status`.
     pub backends_status: serde_json::Value,
+    /// The metadata server's address and identity for `/_emu/status`.
+    pub metadata_status: serde_json::Value,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain: Duration,
     /// How instances' output is written (`--log-format`).
@@ -74,6 +76,7 @@ pub(super) fn start(
         port: addr.port(),
         started_ms: unix_ms(),
         backends: parking_lot::Mutex::new(parts.backends_status),
+        metadata: parts.metadata_status,
     });
     let fd = FrontDoor::new(services.clone(), parts.logger, admin, &cfg.frontdoor);
 

@@ -75,6 +75,8 @@ pub struct Emu {
     pub stderr: Arc<Mutex<Vec<String>>>,
     /// emu's stdout (where instances' stdout goes), line by line.
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Set when emu's stderr reached its end: after exit, every line emu wrote has been read.
+    stderr_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `{EMU}` in a config stands for the emu binary (so `command = ["{EMU}", "demo-app"]` runs the demo).
@@ -136,6 +138,8 @@ impl Emu {
         let (tx, rx) = std::sync::mpsc::channel();
         let lines = stderr.clone();
         let err = child.stderr.take().unwrap();
+        let stderr_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stderr_done.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("emu: front door on http://") {
@@ -145,6 +149,7 @@ impl Emu {
                 }
                 lines.lock().unwrap().push(line);
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
         let port = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(p) => p,
@@ -159,6 +164,7 @@ impl Emu {
             dir,
             stderr,
             stdout,
+            stderr_done,
         }
     }
 
@@ -224,13 +230,20 @@ impl Emu {
         );
     }
 
-    /// SIGTERM, then wait up to `within` for emu to exit.
+    /// SIGTERM, then wait up to `within` for emu to exit (and for its last stderr lines to be
+    /// read: the reader thread can trail the exit on a busy machine).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                for _ in 0..200 {
+                    if self.stderr_done.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 return s;
             }
             assert!(

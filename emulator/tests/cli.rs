@@ -318,6 +318,18 @@ fn bad_front_door_settings_in_the_environment_exit_2_naming_them() {
         err.contains("emu.toml:2") && err.contains("\"hyper\""),
         "{err}"
     );
+    // The front door's limits too.
+    common::write(
+        dir.path(),
+        "emu.toml",
+        "[emu]\nport = 0\nheader_timeout = \"-3s\"\n\n[[service]]\nname = \"a\"\ncommand = [\"true\"]\n",
+    );
+    let (code, err) = common::run_emu(dir.path(), &["up", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("emu.toml:3") && err.contains("header_timeout"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -39,19 +39,24 @@ pub enum ProxyError {
         method: String,
         path: String,
     },
+    /// A new connection while the front door holds `[emu] max_connections`.
+    TooManyConnections,
+    /// A new connection from a client that holds `[emu] max_connections_per_client`.
+    TooManyClientConnections,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Admit(AdmitError::NoAvailableInstance) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Admit(AdmitError::NoAvailableInstance)
+            | ProxyError::TooManyClientConnections => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Admit(AdmitError::NoInstanceStarted) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Admit(AdmitError::Timeout) | ProxyError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Admit(AdmitError::ShuttingDown) | ProxyError::InstanceFailed => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Admit(AdmitError::ShuttingDown)
+            | ProxyError::InstanceFailed
+            | ProxyError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoService(_) | ProxyError::Reserved(_) => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
@@ -78,6 +83,12 @@ impl ProxyError {
             ProxyError::Forbidden => "The /_emu/ endpoints answer only loopback clients.".into(),
             ProxyError::BadRequest => {
                 "Your client has issued a malformed or illegal request.".into()
+            }
+            ProxyError::TooManyConnections => {
+                "The front door holds as many connections as it takes (max_connections); try again when some have closed.".into()
+            }
+            ProxyError::TooManyClientConnections => {
+                "Your client holds as many connections as one client may (max_connections_per_client); close some or reuse them.".into()
             }
             ProxyError::Reserved(_) | ProxyError::MethodNotAllowed { .. } => String::new(),
         }
@@ -127,7 +138,12 @@ impl ProxyError {
     /// True when the connection is closed after this answer: the client's bytes can no longer
     /// be trusted to frame the next request.
     pub fn closes(&self) -> bool {
-        matches!(self, ProxyError::BadRequest)
+        matches!(
+            self,
+            ProxyError::BadRequest
+                | ProxyError::TooManyConnections
+                | ProxyError::TooManyClientConnections
+        )
     }
 
     /// [`Self::html`] as a response (HTTP/1.1 or h2c).

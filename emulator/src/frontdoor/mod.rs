@@ -3,10 +3,12 @@
 
 pub mod errors;
 pub mod h1;
+pub mod limits;
 pub mod loops;
 pub mod proxy;
 pub(crate) mod rules;
 pub mod upstream;
+pub mod watch;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ pub struct FrontDoor {
     /// The HTTP/1.1 fast path on; off, every connection goes hyper's way.
     fast_path: bool,
     loops: loops::Loops,
+    /// Connection caps and timeouts, shared by every listener.
+    pub limits: Arc<limits::Limits>,
 }
 
 impl FrontDoor {
@@ -72,6 +76,7 @@ impl FrontDoor {
             local,
             fast_path: settings.fast_path,
             loops: loops::Loops::start(settings.loops),
+            limits: limits::Limits::new(settings),
         })
     }
 }
@@ -137,7 +142,8 @@ fn is_loopback(peer: SocketAddr) -> bool {
 pub type HyperBuilder = auto::Builder<TokioExecutor>;
 
 /// Serves one connection with hyper until it ends; on `shutdown` it finishes what is in flight
-/// and closes.
+/// and closes. A head that takes longer than the header timeout closes it, and so does the idle
+/// timeout with nothing in flight ([`watch`]).
 async fn serve_hyper<I>(
     fd: Arc<FrontDoor>,
     route: Route,
@@ -148,21 +154,40 @@ async fn serve_hyper<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = watch::Activity::new(fd.limits.header_timeout, fd.limits.idle_timeout);
+    let io = watch::Watched {
+        inner: io,
+        activity: activity.clone(),
+    };
+    let requests = activity.clone();
     let svc = service_fn(move |req| {
         let fd = fd.clone();
         let route = route.clone();
-        async move { Ok::<_, Infallible>(handle(&fd, &route, req, peer).await) }
+        let busy = requests.begin();
+        async move {
+            let resp = handle(&fd, &route, req, peer).await;
+            Ok::<_, Infallible>(resp.map(|inner| watch::Guarded { inner, busy }))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
+        expired = activity.expired() => {
+            if expired == watch::Expired::Idle {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await;
+            }
+        }
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
 }
+
+/// How long an idle connection closing gracefully (HTTP/2: GOAWAY) may take to finish.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `listener` until `shutdown`, then lets open requests finish (up to `drain`).
 pub async fn serve(
@@ -190,11 +215,21 @@ pub async fn serve(
                 }
             },
         };
+        let admitted = match fd.limits.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(e) => {
+                fd.limits.shed(stream, &e);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let conn = {
             let (fd, route, shutdown, builder) =
                 (fd.clone(), route.clone(), shutdown.clone(), builder.clone());
-            move |stream| h1::serve_conn(fd, route, stream, peer, shutdown, builder)
+            move |stream| async move {
+                h1::serve_conn(fd, route, stream, peer, shutdown, builder).await;
+                drop(admitted);
+            }
         };
         match loops.pick() {
             // Moved to that loop's thread: deregistered here, registered there.

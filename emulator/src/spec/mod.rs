@@ -47,6 +47,10 @@ pub mod limits {
     pub const DEFAULT_MAX_INSTANCES: u32 = 100;
     pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
     pub const DEFAULT_FRONTDOOR_PORT: u16 = 8080;
+    /// The front door's bound on a request head's arrival.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The front door's bound on a connection with no request in flight.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     /// The env names Cloud Run sets itself and refuses in a spec.
     pub const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];

@@ -143,6 +143,20 @@ pub struct FrontdoorSettings {
     /// Event loops, one per core unless set (`[emu] frontdoor_threads`); 0 serves on the main
     /// runtime.
     pub loops: Option<usize>,
+    /// How long a request head may take to arrive, from the connection's start or from the
+    /// first byte of a later request (`[emu] header_timeout`): a client that trickles its head
+    /// (slowloris) is closed instead of holding a connection for ever.
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open (`[emu] idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Connections open at once (`[emu] max_connections`); over it a new one is answered 503
+    /// and closed. None: derived from the open-file limit, so `accept` never runs out of file
+    /// descriptors for everyone.
+    pub max_connections: Option<usize>,
+    /// Connections one client address may hold (`[emu] max_connections_per_client`); over it
+    /// that client's new ones are answered 429 and closed, and other clients still get in.
+    /// None: three quarters of the connection cap.
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for FrontdoorSettings {
@@ -153,6 +167,10 @@ impl Default for FrontdoorSettings {
             port_from: PortFrom::Default,
             fast_path: true,
             loops: None,
+            header_timeout: limits::HEADER_TIMEOUT,
+            idle_timeout: limits::IDLE_TIMEOUT,
+            max_connections: None,
+            max_connections_per_client: None,
         }
     }
 }

@@ -23,16 +23,19 @@ mod pool;
 mod rewind;
 
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::errors::ProxyError;
+use super::limits::Limits;
 use super::upstream::connect_tcp;
 use super::{FrontDoor, HyperBuilder, Route};
 use head::{answer_head, plan, Framing, Plan, Req};
@@ -49,6 +52,8 @@ pub const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Response bytes at most this many are copied behind the head so both leave in one write.
 const COALESCE: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// An idle connection that has waited this long for its next request gives its buffers back.
+const SHRINK_AFTER: Duration = Duration::from_secs(2);
 
 /// Serves one client connection: the fast path while it can, then the general path.
 pub async fn serve_conn(
@@ -70,9 +75,12 @@ pub async fn serve_conn(
     // A token of the connection's own: waiting on it touches only this connection's lock, not
     // the one every connection on every thread shares.
     let own = shutdown.child_token();
-    if fd.fast_path && conn.run(&fd, &route, &own).await == End::Close {
-        linger_close(conn.stream);
-        return;
+    if fd.fast_path {
+        match conn.run(&fd, &route, &own).await {
+            End::Close => return linger_close(conn.stream),
+            End::Drop => return,
+            End::Handoff => {}
+        }
     }
     let io = Rewind {
         pre: conn.cbuf.freeze(),
@@ -84,7 +92,24 @@ pub async fn serve_conn(
 #[derive(PartialEq, Eq, Debug)]
 enum End {
     Close,
+    /// Closed without lingering: nothing was answered (a head that never arrived).
+    Drop,
     Handoff,
+}
+
+/// What a connection waits for between messages, and since when.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// A request head (under the header timeout).
+    Head(Instant),
+    /// The first byte of the next request (under the idle timeout).
+    Idle(Instant),
+}
+
+enum Read {
+    Data,
+    Closed,
+    TimedOut,
 }
 
 struct Client {
@@ -102,6 +127,10 @@ struct Client {
 impl Client {
     async fn run(&mut self, fd: &FrontDoor, route: &Route, shutdown: &CancellationToken) -> End {
         let mut stop = pin!(shutdown.cancelled());
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        // A new connection owes its first head from its start; later ones owe theirs from
+        // their first byte, and until it comes the idle timeout runs.
+        let mut wait = Wait::Head(Instant::now());
         loop {
             let req = loop {
                 if !self.cbuf.is_empty() {
@@ -119,16 +148,17 @@ impl Client {
                         Plan::Local(r, e) => break Err((r, e)),
                     }
                 }
-                self.cbuf.reserve(READ_CHUNK);
-                // Shutting down: a connection with no whole request closes (as hyper's graceful
-                // shutdown does), whether it is idle or half-way through a head.
-                let n = tokio::select! {
-                    biased;
-                    () = &mut stop => return End::Close,
-                    r = self.stream.read_buf(&mut self.cbuf) => r,
-                };
-                if !matches!(n, Ok(1..)) {
-                    return End::Close;
+                match self
+                    .read_more(&fd.limits, wait, timer.as_mut(), stop.as_mut())
+                    .await
+                {
+                    Read::Data => {
+                        if let Wait::Idle(_) = wait {
+                            wait = Wait::Head(Instant::now());
+                        }
+                    }
+                    Read::Closed => return End::Close,
+                    Read::TimedOut => return End::Drop,
                 }
             };
             let (req, local) = match req {
@@ -144,6 +174,61 @@ impl Client {
             };
             if !keep {
                 return End::Close;
+            }
+            wait = if self.cbuf.is_empty() {
+                Wait::Idle(Instant::now())
+            } else {
+                Wait::Head(Instant::now())
+            };
+        }
+    }
+
+    /// Reads what the client sends next into `cbuf`, until `wait`'s bound. The buffer is only
+    /// reserved once bytes are there, and an idle connection gives its buffers back after
+    /// [`SHRINK_AFTER`], so thousands of idle connections hold little memory. Shutting down, a
+    /// connection with no whole request closes (as hyper's graceful shutdown does), whether it is
+    /// idle or half-way through a head.
+    async fn read_more(
+        &mut self,
+        limits: &Limits,
+        wait: Wait,
+        mut timer: Pin<&mut Sleep>,
+        mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Read {
+        let deadline = match wait {
+            Wait::Head(t) => t + limits.header_timeout,
+            Wait::Idle(t) => t + limits.idle_timeout,
+        };
+        let mut shrunk = !matches!(wait, Wait::Idle(_));
+        let first = if shrunk {
+            deadline
+        } else {
+            deadline.min(Instant::now() + SHRINK_AFTER)
+        };
+        timer.as_mut().reset(first);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => return Read::Closed,
+                r = self.stream.readable() => if r.is_err() { return Read::Closed },
+                () = &mut timer => {
+                    if shrunk || first >= deadline {
+                        return Read::TimedOut;
+                    }
+                    shrunk = true;
+                    self.cbuf = BytesMut::new();
+                    self.ubuf = BytesMut::new();
+                    self.out = Vec::new();
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
+            }
+            self.cbuf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.cbuf) {
+                Ok(0) => return Read::Closed,
+                Ok(_) => return Read::Data,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Read::Closed,
             }
         }
     }

@@ -2,6 +2,7 @@
 //! `[secrets]` and `[[job]]`. Parsed once into a spanned document: serde reads the types from it, and
 //! [`positions`] gives the line of every key for the errors found afterwards.
 
+mod emu_section;
 mod job;
 mod positions;
 mod schema;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::ImDocument;
 
 use super::project::{Field, ProjectSettings};
-use super::types::{Config, PortFrom, SectionLines};
+use super::types::{Config, SectionLines};
 use super::{check_config, SpecError};
 use crate::secrets::SecretSource;
 use positions::{line_of_offset, Positions, Seg};
@@ -80,35 +81,7 @@ fn parse_unchecked(src: &str, path: &Path) -> Result<Config, SpecError> {
     let mut cfg = Config::empty(path.to_path_buf(), project_dir);
 
     if let Some(emu) = &file.emu {
-        if let Some(p) = emu.port {
-            cfg.frontdoor.port = p;
-            cfg.frontdoor.port_from = PortFrom::File {
-                line: positions.line(&[Seg::Key("emu"), Seg::Key("port")]),
-            };
-        }
-        if let Some(chosen) = &emu.frontdoor {
-            cfg.frontdoor.fast_path = match chosen.as_str() {
-                "fast" => true,
-                "hyper" => false,
-                other => {
-                    return Err(SpecError::new(
-                        path,
-                        positions.line(&[Seg::Key("emu"), Seg::Key("frontdoor")]),
-                        format!("frontdoor = {other:?} is not a front-door path: use \"fast\" (the default) or \"hyper\""),
-                    ))
-                }
-            };
-        }
-        cfg.frontdoor.loops = emu.frontdoor_threads.or(cfg.frontdoor.loops);
-        if let Some(h) = &emu.host {
-            cfg.frontdoor.host = h.parse().map_err(|_| {
-                SpecError::new(
-                    path,
-                    positions.line(&[Seg::Key("emu"), Seg::Key("host")]),
-                    format!("host {h:?} is not an IP address: use 127.0.0.1 or ::1"),
-                )
-            })?;
-        }
+        emu_section::apply(emu, &mut cfg.frontdoor, path, &positions)?;
     }
     for (index, s) in file.service.into_iter().enumerate() {
         let table = Table {

@@ -80,6 +80,10 @@ pub(super) struct EmuSection {
     /// `"fast"` (default) or `"hyper"`.
     pub frontdoor: Option<String>,
     pub frontdoor_threads: Option<usize>,
+    pub header_timeout: Option<DurationField>,
+    pub idle_timeout: Option<DurationField>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_client: Option<i64>,
 }
 
 /// `command = "python3 app.py"` (run by a shell) or `command = ["python3", "app.py"]`.

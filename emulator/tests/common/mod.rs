@@ -110,7 +110,29 @@ impl Emu {
 
     /// [`Emu::start_in`] with extra environment variables for emu.
     pub fn start_in_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Emu {
-        let mut cmd = Command::new(EMU);
+        Self::start_cmd(dir, Command::new(EMU), args, env)
+    }
+
+    /// [`Emu::start_toml`] with emu's open-file limit (soft and hard) set to `files`, as on a
+    /// machine whose limit is that low.
+    pub fn start_toml_with_file_limit(toml: &str, files: u32) -> Emu {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("emu.toml"), config(toml)).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            EMU,
+        ]);
+        Self::start_cmd(dir, cmd, &[], &[])
+    }
+
+    fn start_cmd(
+        dir: tempfile::TempDir,
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Emu {
         cmd.envs(env.iter().copied());
         cmd.arg("up").arg("--port").arg("0");
         if !args.contains(&"--request-log") {

@@ -273,12 +273,51 @@ async fn twenty_thousand_connection_attempts_from_one_client_leave_another_serve
         "the other client was served throughout: {probe_failures:?}"
     );
 
-    assert!(flood.other.is_empty(), "only 429s or silence: {:?}", flood.other);
+    assert!(
+        flood.other.is_empty(),
+        "only 429s or silence: {:?}",
+        flood.other
+    );
     assert!(flood.answered_429 > 0, "past its share the client got 429s");
-    assert!(served >= 3, "the prober ran during the flood ({served} probes)");
+    assert!(
+        served >= 3,
+        "the prober ran during the flood ({served} probes)"
+    );
     let stderr = emu.stderr_text();
     assert!(!stderr.contains("accept failed"), "{stderr}");
     // The flooding client itself is served again once its connections are gone.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert_eq!(get(&mut s).await, 200);
+}
+
+/// An upstream that reads a request's whole body before answering (axum), on a port of its own.
+async fn body_reader() -> u16 {
+    use axum::routing::post;
+    let app = axum::Router::new().route("/", post(|body: String| async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// A chunked upload goes hyper's way; one that stops half-way is cut at the request timeout
+/// with a 504, as a stalled Content-Length body is on the fast path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_chunked_body_gets_504_at_the_request_timeout() {
+    let port = body_reader().await;
+    let emu = Emu::start_toml(&format!(
+        "[[service]]\nname = \"up\"\nupstream = \"http://127.0.0.1:{port}\"\ntimeout = \"1s\"\n"
+    ));
+    let mut s = TcpStream::connect(("127.0.0.1", emu.port)).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, got) = closed_within(&mut s, Duration::from_secs(30)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 504 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
 }

@@ -175,7 +175,9 @@ fn open_file_limit() -> Option<u64> {
             }
         }
     });
-    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
 }
 
 #[cfg(test)]
@@ -193,12 +195,16 @@ mod tests {
     #[test]
     fn one_client_cannot_take_the_places_of_others() {
         let l = limits(4, 2);
-        let a: Vec<_> = (0..2).map(|_| l.admit([127, 0, 0, 1].into()).unwrap()).collect();
+        let a: Vec<_> = (0..2)
+            .map(|_| l.admit([127, 0, 0, 1].into()).unwrap())
+            .collect();
         assert_eq!(
             l.admit([127, 0, 0, 1].into()).err(),
             Some(ProxyError::TooManyClientConnections)
         );
-        let b: Vec<_> = (0..2).map(|_| l.admit([127, 0, 0, 2].into()).unwrap()).collect();
+        let b: Vec<_> = (0..2)
+            .map(|_| l.admit([127, 0, 0, 2].into()).unwrap())
+            .collect();
         assert_eq!(
             l.admit([127, 0, 0, 3].into()).err(),
             Some(ProxyError::TooManyConnections)

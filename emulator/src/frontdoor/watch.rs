@@ -73,7 +73,9 @@ impl Activity {
 
     fn read(&self, bytes: &[u8]) {
         let mut s = self.state.lock();
-        let h2 = *s.h2.get_or_insert_with(|| bytes.starts_with(b"PRI * HTTP/2.0"));
+        let h2 = *s
+            .h2
+            .get_or_insert_with(|| bytes.starts_with(b"PRI * HTTP/2.0"));
         if h2 {
             if s.head_since.take().is_some() {
                 s.idle_since = Instant::now();

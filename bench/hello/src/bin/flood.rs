@@ -20,7 +20,9 @@ async fn main() {
         std::process::exit(2);
     };
     let (Ok(addr), Ok(n)) = (addr.parse::<SocketAddr>(), n.parse::<usize>()) else {
-        eprintln!("bench-flood: {addr:?} is not an address like 127.0.0.1:18182, or {n:?} no count");
+        eprintln!(
+            "bench-flood: {addr:?} is not an address like 127.0.0.1:18182, or {n:?} no count"
+        );
         std::process::exit(2);
     };
     let held: Vec<_> = futures_util::stream::iter(0..n)

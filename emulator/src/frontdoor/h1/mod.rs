@@ -17,31 +17,32 @@
 //! answer's body has been sent, a request dropped while queued when its client goes away, and the
 //! request timeout cutting a body that is still streaming.
 
+mod bufs;
 mod chunked;
 mod head;
 mod pool;
 mod rewind;
+mod wait;
 
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::uri::Authority;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::errors::ProxyError;
-use super::limits::Limits;
 use super::upstream::connect_tcp;
 use super::{FrontDoor, HyperBuilder, Route};
 use head::{answer_head, plan, Framing, Plan, Req};
 use pool::{check_in, check_out};
 use rewind::linger_close;
 pub use rewind::Rewind;
+use wait::{Read, Wait};
 
 /// Longest request or response head read before giving up on it.
 const MAX_HEAD: usize = 64 * 1024;
@@ -52,8 +53,6 @@ pub const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Response bytes at most this many are copied behind the head so both leave in one write.
 const COALESCE: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
-/// An idle connection that has waited this long for its next request gives its buffers back.
-const SHRINK_AFTER: Duration = Duration::from_secs(2);
 
 /// Serves one client connection: the fast path while it can, then the general path.
 pub async fn serve_conn(
@@ -76,7 +75,12 @@ pub async fn serve_conn(
     // the one every connection on every thread shares.
     let own = shutdown.child_token();
     if fd.fast_path {
-        match conn.run(&fd, &route, &own).await {
+        let end = conn.run(&fd, &route, &own).await;
+        if end != End::Handoff {
+            conn.cbuf.clear();
+            conn.give_back();
+        }
+        match end {
             End::Close => return linger_close(conn.stream),
             End::Drop => return,
             End::Handoff => {}
@@ -95,21 +99,6 @@ enum End {
     /// Closed without lingering: nothing was answered (a head that never arrived).
     Drop,
     Handoff,
-}
-
-/// What a connection waits for between messages, and since when.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// A request head (under the header timeout).
-    Head(Instant),
-    /// The first byte of the next request (under the idle timeout).
-    Idle(Instant),
-}
-
-enum Read {
-    Data,
-    Closed,
-    TimedOut,
 }
 
 struct Client {
@@ -134,6 +123,7 @@ impl Client {
         loop {
             let req = loop {
                 if !self.cbuf.is_empty() {
+                    bufs::take_vec(&mut self.out);
                     match plan(
                         &self.cbuf,
                         &mut self.out,
@@ -170,8 +160,12 @@ impl Client {
             }
             let keep = match local {
                 Some(e) => self.answer_error(fd, &req, e, shutdown).await,
-                None => self.forward(fd, req, shutdown).await,
+                None => {
+                    bufs::take_bytes(&mut self.ubuf);
+                    self.forward(fd, req, shutdown).await
+                }
             };
+            self.give_back();
             if !keep {
                 return End::Close;
             }
@@ -183,54 +177,12 @@ impl Client {
         }
     }
 
-    /// Reads what the client sends next into `cbuf`, until `wait`'s bound. The buffer is only
-    /// reserved once bytes are there, and an idle connection gives its buffers back after
-    /// [`SHRINK_AFTER`], so thousands of idle connections hold little memory. Shutting down, a
-    /// connection with no whole request closes (as hyper's graceful shutdown does), whether it is
-    /// idle or half-way through a head.
-    async fn read_more(
-        &mut self,
-        limits: &Limits,
-        wait: Wait,
-        mut timer: Pin<&mut Sleep>,
-        mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
-    ) -> Read {
-        let deadline = match wait {
-            Wait::Head(t) => t + limits.header_timeout,
-            Wait::Idle(t) => t + limits.idle_timeout,
-        };
-        let mut shrunk = !matches!(wait, Wait::Idle(_));
-        let first = if shrunk {
-            deadline
-        } else {
-            deadline.min(Instant::now() + SHRINK_AFTER)
-        };
-        timer.as_mut().reset(first);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut stop => return Read::Closed,
-                r = self.stream.readable() => if r.is_err() { return Read::Closed },
-                () = &mut timer => {
-                    if shrunk || first >= deadline {
-                        return Read::TimedOut;
-                    }
-                    shrunk = true;
-                    self.cbuf = BytesMut::new();
-                    self.ubuf = BytesMut::new();
-                    self.out = Vec::new();
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
-            }
-            self.cbuf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.cbuf) {
-                Ok(0) => return Read::Closed,
-                Ok(_) => return Read::Data,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Read::Closed,
-            }
-        }
+    /// Returns the buffers it does not need between requests ([`bufs`]).
+    fn give_back(&mut self) {
+        bufs::give_bytes(&mut self.cbuf);
+        self.ubuf.clear();
+        bufs::give_bytes(&mut self.ubuf);
+        bufs::give_vec(&mut self.out);
     }
 
     /// Reads the request's body, whole (at most [`MAX_INLINE_BODY`]), behind its head in `out`.

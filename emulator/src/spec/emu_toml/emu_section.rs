@@ -47,11 +47,17 @@ pub(super) fn apply(
         })?;
     }
     for (key, field, slot) in [
-        ("header_timeout", &emu.header_timeout, &mut fd.header_timeout),
+        (
+            "header_timeout",
+            &emu.header_timeout,
+            &mut fd.header_timeout,
+        ),
         ("idle_timeout", &emu.idle_timeout, &mut fd.idle_timeout),
     ] {
         if let Some(v) = field {
-            let d = v.to_duration().map_err(|e| err(key, format!("{key}: {e}")))?;
+            let d = v
+                .to_duration()
+                .map_err(|e| err(key, format!("{key}: {e}")))?;
             if d.is_zero() || d > MAX_TIMEOUT {
                 return Err(err(
                     key,
@@ -62,7 +68,11 @@ pub(super) fn apply(
         }
     }
     for (key, field, slot) in [
-        ("max_connections", emu.max_connections, &mut fd.max_connections),
+        (
+            "max_connections",
+            emu.max_connections,
+            &mut fd.max_connections,
+        ),
         (
             "max_connections_per_client",
             emu.max_connections_per_client,

@@ -90,7 +90,9 @@ pub async fn serve_conn(
         pre: conn.cbuf.freeze(),
         inner: Some(conn.stream),
     };
-    super::serve_hyper(fd, route, io, peer, shutdown, &hyper).await;
+    // Boxed: hyper's connection state would otherwise be part of every connection's task,
+    // the many that never leave the fast path included (an idle one then costs that much more).
+    Box::pin(super::serve_hyper(fd, route, io, peer, shutdown, &hyper)).await;
 }
 
 #[derive(PartialEq, Eq, Debug)]

@@ -222,6 +222,16 @@ async fn probe(port: u16) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_thousand_connection_attempts_from_one_client_leave_another_served() {
+    // The flood holds up to 3000 sockets here: this process's own limit must allow them.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    assert!(
+        hard >= 4096,
+        "the flood needs 4096 open files in the test process; the hard limit is {hard} (raise it with ulimit -Hn)"
+    );
     // emu with 2048 file descriptors: without a cap, 3000 connections held open would exhaust
     // them and every new connection, anyone's, would fail.
     let emu = Emu::start_toml_with_file_limit(HELLO, 2048);

@@ -407,3 +407,31 @@ pub async fn assert_config_blocked(r: &mut redis::aio::MultiplexedConnection) {
         "{err}"
     );
 }
+
+/// A service held to one slot on one instance, with `queue_timeout`.
+pub fn one_slot(queue_timeout: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "slow"
+command = ["{{EMU}}", "demo-app"]
+concurrency = 1
+min_instances = 1
+max_instances = 1
+queue_timeout = "{queue_timeout}"
+"#
+    )
+}
+
+/// GET `url` on `path`: status, body, time taken and `x-emu-instance`.
+pub async fn timed_get(path: Via, url: String) -> (u16, String, Duration, Option<String>) {
+    let t = tokio::time::Instant::now();
+    let r = path.get(&url).await;
+    let status = r.status().as_u16();
+    let inst = r
+        .headers()
+        .get("x-emu-instance")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    (status, body, t.elapsed(), inst)
+}

@@ -142,24 +142,26 @@ fn compose_file_describes_the_containers_emu_creates() {
         ("EMU_REDIS_MAXMEMORY", "1073741824".to_string()),
         ("EMU_REDIS_PORT", "6390".to_string()),
         ("EMU_REDIS_IMAGE", "emu-test/redis:7".to_string()),
+        ("EMU_PG_PASSWORD", "pgSecret1".to_string()),
+        ("EMU_REDIS_PASSWORD", "redisSecret2".to_string()),
     ]);
-    let emu_pg = docker::postgres_spec(&pg, project);
+    let emu_pg = docker::postgres_spec(&pg, project, "pgSecret1");
     assert_eq!(emu_pg.image, "postgres:15");
     assert!(emu_pg.cmd.contains(&"max_connections=28".to_string()));
     assert_eq!(compose_spec("postgres", &vars), emu_pg);
     assert_eq!(
         compose_spec("redis", &vars),
-        docker::redis_spec(&redis, project)
+        docker::redis_spec(&redis, project, "redisSecret2")
     );
     // The defaults agree too (PostgreSQL 16, Redis 7, engine-chosen ports, 100 connections).
     let defaults = HashMap::from([("EMU_PROJECT", "emu-shop".to_string())]);
     assert_eq!(
         compose_spec("postgres", &defaults),
-        docker::postgres_spec(&PostgresConfig::default(), project)
+        docker::postgres_spec(&PostgresConfig::default(), project, "emu")
     );
     assert_eq!(
         compose_spec("redis", &defaults),
-        docker::redis_spec(&RedisConfig::default(), project)
+        docker::redis_spec(&RedisConfig::default(), project, "emu")
     );
 }
 

@@ -222,14 +222,20 @@ impl Backends {
         }
     }
 
-    /// The local Redis's host and port under `host_env` / `port_env` (none when Redis is off).
+    /// The local Redis's host and port under `host_env` / `port_env` (none when Redis is off),
+    /// and its AUTH string, when it has one, beside them: `REDIS_HOST` → `REDIS_PASSWORD`.
     pub fn redis_host_port(&self, host_env: &str, port_env: &str) -> Vec<(String, String)> {
         let Some(url) = self.redis_url().and_then(|u| reqwest::Url::parse(&u).ok()) else {
             return Vec::new();
         };
         let host = url.host_str().unwrap_or("127.0.0.1").to_string();
         let port = url.port().unwrap_or(6379).to_string();
-        vec![(host_env.to_string(), host), (port_env.to_string(), port)]
+        let mut env = vec![(host_env.to_string(), host), (port_env.to_string(), port)];
+        if let Some(pw) = url.password() {
+            let prefix = host_env.strip_suffix("HOST").unwrap_or(host_env);
+            env.push((format!("{prefix}PASSWORD"), pw.to_string()));
+        }
+        env
     }
 
     /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the

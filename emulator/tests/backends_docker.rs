@@ -309,6 +309,11 @@ async fn docker_mode_runs_the_stores_reuses_them_and_down_removes_them() {
         .await
         .unwrap();
     c.close().await.unwrap();
+    // The project's passwords, as in native mode: nothing connects without them.
+    common::assert_pg_requires_password(&url).await;
+    common::assert_redis_requires_auth(&b.redis_url().unwrap()).await;
+    let passwords = common::project_passwords(dir.path());
+    common::assert_no_password("status", &b.status().to_string(), &passwords);
     let client = redis::Client::open(b.redis_url().unwrap()).unwrap();
     let mut r = client.get_multiplexed_async_connection().await.unwrap();
     let info = common::redis_info(&mut r).await;

@@ -397,3 +397,57 @@ async fn an_image_that_is_not_there_says_what_to_do() {
         "{text}"
     );
 }
+
+/// A postgres volume made before per-project passwords (superuser password `emu`) keeps its
+/// data and takes the project's new password; a wrong one is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_postgres_volume_takes_the_projects_password() {
+    if engine("an_older_postgres_volume_takes_the_projects_password")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = docker_plan(dir.path());
+    plan.redis.mode = Mode::None;
+    // What an older emu used: the fixed superuser password "emu".
+    let creds = backends::credentials_path(dir.path());
+    std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
+    std::fs::write(
+        &creds,
+        r#"{"postgres_password": "emu", "app_password": "app", "redis_password": "x"}"#,
+    )
+    .unwrap();
+    let b = backends::start(plan.clone()).await.expect("docker mode");
+    let mut c = sqlx::PgConnection::connect(&b.database_url(None).unwrap())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE old (v TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    b.stop().await;
+
+    std::fs::remove_file(&creds).unwrap();
+    let b = backends::start(plan)
+        .await
+        .expect("docker mode on the old volume");
+    let new = common::project_passwords(dir.path());
+    let url = b.database_url(None).unwrap();
+    common::assert_pg_requires_password(&url).await;
+    let mut admin = reqwest::Url::parse(&url).unwrap();
+    admin.set_username("postgres").unwrap();
+    admin.set_password(Some(&new[0])).unwrap();
+    common::assert_pg_requires_password(admin.as_str()).await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM old")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the old table is still there");
+    c.close().await.unwrap();
+    b.stop().await;
+    backends::down(dir.path(), true).await.unwrap();
+}

@@ -142,24 +142,26 @@ fn compose_file_describes_the_containers_emu_creates() {
         ("EMU_REDIS_MAXMEMORY", "1073741824".to_string()),
         ("EMU_REDIS_PORT", "6390".to_string()),
         ("EMU_REDIS_IMAGE", "emu-test/redis:7".to_string()),
+        ("EMU_PG_PASSWORD", "pgSecret1".to_string()),
+        ("EMU_REDIS_PASSWORD", "redisSecret2".to_string()),
     ]);
-    let emu_pg = docker::postgres_spec(&pg, project);
+    let emu_pg = docker::postgres_spec(&pg, project, "pgSecret1");
     assert_eq!(emu_pg.image, "postgres:15");
     assert!(emu_pg.cmd.contains(&"max_connections=28".to_string()));
     assert_eq!(compose_spec("postgres", &vars), emu_pg);
     assert_eq!(
         compose_spec("redis", &vars),
-        docker::redis_spec(&redis, project)
+        docker::redis_spec(&redis, project, "redisSecret2")
     );
     // The defaults agree too (PostgreSQL 16, Redis 7, engine-chosen ports, 100 connections).
     let defaults = HashMap::from([("EMU_PROJECT", "emu-shop".to_string())]);
     assert_eq!(
         compose_spec("postgres", &defaults),
-        docker::postgres_spec(&PostgresConfig::default(), project)
+        docker::postgres_spec(&PostgresConfig::default(), project, "emu")
     );
     assert_eq!(
         compose_spec("redis", &defaults),
-        docker::redis_spec(&RedisConfig::default(), project)
+        docker::redis_spec(&RedisConfig::default(), project, "emu")
     );
 }
 
@@ -307,6 +309,11 @@ async fn docker_mode_runs_the_stores_reuses_them_and_down_removes_them() {
         .await
         .unwrap();
     c.close().await.unwrap();
+    // The project's passwords, as in native mode: nothing connects without them.
+    common::assert_pg_requires_password(&url).await;
+    common::assert_redis_requires_auth(&b.redis_url().unwrap()).await;
+    let passwords = common::project_passwords(dir.path());
+    common::assert_no_password("status", &b.status().to_string(), &passwords);
     let client = redis::Client::open(b.redis_url().unwrap()).unwrap();
     let mut r = client.get_multiplexed_async_connection().await.unwrap();
     let info = common::redis_info(&mut r).await;
@@ -389,4 +396,58 @@ async fn an_image_that_is_not_there_says_what_to_do() {
             && text.contains("--backends native"),
         "{text}"
     );
+}
+
+/// A postgres volume made before per-project passwords (superuser password `emu`) keeps its
+/// data and takes the project's new password; a wrong one is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_postgres_volume_takes_the_projects_password() {
+    if engine("an_older_postgres_volume_takes_the_projects_password")
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = docker_plan(dir.path());
+    plan.redis.mode = Mode::None;
+    // What an older emu used: the fixed superuser password "emu".
+    let creds = backends::credentials_path(dir.path());
+    std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
+    std::fs::write(
+        &creds,
+        r#"{"postgres_password": "emu", "app_password": "app", "redis_password": "x"}"#,
+    )
+    .unwrap();
+    let b = backends::start(plan.clone()).await.expect("docker mode");
+    let mut c = sqlx::PgConnection::connect(&b.database_url(None).unwrap())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE old (v TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    b.stop().await;
+
+    std::fs::remove_file(&creds).unwrap();
+    let b = backends::start(plan)
+        .await
+        .expect("docker mode on the old volume");
+    let new = common::project_passwords(dir.path());
+    let url = b.database_url(None).unwrap();
+    common::assert_pg_requires_password(&url).await;
+    let mut admin = reqwest::Url::parse(&url).unwrap();
+    admin.set_username("postgres").unwrap();
+    admin.set_password(Some(&new[0])).unwrap();
+    common::assert_pg_requires_password(admin.as_str()).await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM old")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the old table is still there");
+    c.close().await.unwrap();
+    b.stop().await;
+    backends::down(dir.path(), true).await.unwrap();
 }

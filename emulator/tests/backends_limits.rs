@@ -61,9 +61,12 @@ async fn f1_micro_allows_exactly_25_connections() {
         .map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("53300"), "{err}");
 
-    let superuser = sqlx::PgConnection::connect(&format!("postgres://postgres@{addr}/postgres"))
-        .await
-        .expect("a superuser slot stays free");
+    let superuser_pw = &common::project_passwords(dir.path())[0];
+    let superuser = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres:{superuser_pw}@{addr}/postgres"
+    ))
+    .await
+    .expect("a superuser slot stays free");
     superuser.close().await.unwrap();
 
     for c in held {

@@ -184,3 +184,115 @@ async fn auto_mode_uses_installed_servers_without_docker() {
     assert!(b.redis_url().is_some());
     b.stop().await;
 }
+
+/// Like Cloud SQL and Memorystore with AUTH: no connection without the project's password
+/// (over TCP, the only way in), which lives in `.emu/credentials.json` (0600) and stays the
+/// same across runs, with the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_servers_require_the_projects_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), Mode::Native, Mode::Native);
+    let b = backends::start(p.clone()).await.expect("native start");
+    let creds = emulator::backends::credentials_path(dir.path());
+    let mode = std::fs::metadata(&creds).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", creds.display());
+    let passwords = common::project_passwords(dir.path());
+    let (superuser_pw, app_pw) = (&passwords[0], &passwords[1]);
+
+    let url = b.database_url(None).unwrap();
+    assert!(
+        url.contains(&format!(":{app_pw}@")),
+        "the URL carries the password"
+    );
+    common::assert_pg_requires_password(&url).await;
+    // The superuser too: only with the generated password.
+    let mut admin = reqwest::Url::parse(&url).unwrap();
+    admin.set_username("postgres").unwrap();
+    admin.set_password(Some(superuser_pw)).unwrap();
+    admin.set_path("/postgres");
+    common::assert_pg_requires_password(admin.as_str()).await;
+    let redis_url = b.redis_url().unwrap();
+    common::assert_redis_requires_auth(&redis_url).await;
+    common::assert_no_password("status", &b.status().to_string(), &passwords);
+
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE t (v TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    b.stop().await;
+
+    // The next run: same passwords, same data.
+    let b = backends::start(p).await.expect("second start");
+    assert_eq!(
+        b.database_url(None).unwrap().split('@').next(),
+        url.split('@').next()
+    );
+    assert_eq!(common::project_passwords(dir.path()), passwords);
+    let mut c = sqlx::PgConnection::connect(&b.database_url(None).unwrap())
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    c.close().await.unwrap();
+    common::assert_redis_requires_auth(&b.redis_url().unwrap()).await;
+    b.stop().await;
+    for log in [".emu/postgres/postgres.log", ".emu/redis/redis.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap_or_default();
+        common::assert_no_password(log, &text, &passwords);
+    }
+    backends::down(dir.path(), true).await.unwrap();
+}
+
+/// A cluster from before passwords (pg_hba.conf trusting loopback, no credentials file) keeps
+/// its data and gets the new password before it serves: a wrong one is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_trusted_loopback_gets_passwords_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(dir.path(), Mode::Native, Mode::None);
+    let b = backends::start(p.clone()).await.expect("native start");
+    let data_dir = b.status()["postgres"]["data_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = sqlx::PgConnection::connect(&b.database_url(None).unwrap())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE old (v TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    b.stop().await;
+    // What an older emu left: trust for everything, and no credentials.
+    std::fs::write(
+        Path::new(&data_dir).join("pg_hba.conf"),
+        "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n",
+    )
+    .unwrap();
+    let old = common::project_passwords(dir.path());
+    std::fs::remove_file(emulator::backends::credentials_path(dir.path())).unwrap();
+
+    let b = backends::start(p).await.expect("start on the old cluster");
+    let new = common::project_passwords(dir.path());
+    assert_ne!(new, old, "new passwords were generated");
+    let url = b.database_url(None).unwrap();
+    common::assert_pg_requires_password(&url).await;
+    let mut admin = reqwest::Url::parse(&url).unwrap();
+    admin.set_username("postgres").unwrap();
+    admin.set_password(Some(&new[0])).unwrap();
+    common::assert_pg_requires_password(admin.as_str()).await;
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM old")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the old table is still there");
+    c.close().await.unwrap();
+    b.stop().await;
+    backends::down(dir.path(), true).await.unwrap();
+}

@@ -260,8 +260,13 @@ async fn demo_starts_before_its_database() {
         .local_addr()
         .unwrap()
         .port();
+    // The password emu will give the app role (the project's, generated ahead here).
+    let (creds, _) = backends::Credentials::load_or_create(dir.path()).unwrap();
     let (base, stop) = serve_demo(DemoConfig {
-        database_url: Some(format!("postgres://app:app@127.0.0.1:{port}/app")),
+        database_url: Some(format!(
+            "postgres://app:{}@127.0.0.1:{port}/app",
+            creds.app_password
+        )),
         ..Default::default()
     })
     .await;

@@ -65,7 +65,8 @@ async fn native_backends_keep_data_across_restarts_and_hide_passwords() {
     assert_eq!(pg["tier"], "db-f1-micro");
     assert_eq!(pg["max_connections"], 25);
     let text = serde_json::to_string(&st).unwrap();
-    assert!(!text.contains("app:app@"), "a password in status: {text}");
+    let passwords = common::project_passwords(emu.path());
+    common::assert_no_password("status", &text, &passwords);
     assert!(text.contains("****"), "{text}");
     assert_eq!(
         st["backends"]["redis"]["maxmemory"], 1073741824u64,
@@ -84,11 +85,7 @@ async fn native_backends_keep_data_across_restarts_and_hide_passwords() {
     .await
     .unwrap();
     assert!(code.0.success());
-    assert!(
-        !code.1.contains("app:app@"),
-        "a password in the log: {}",
-        code.1
-    );
+    common::assert_no_password("the log", &code.1, &passwords);
     for p in &pids {
         assert!(!alive(*p), "backend {p} still running after emu stopped");
     }

@@ -25,13 +25,16 @@ spec:
           value: '6379'
 "#;
 
-/// Answers GET with what a PING to $REDIS_HOST:$REDIS_PORT got back.
+/// Answers GET with what a PING to $REDIS_HOST:$REDIS_PORT got back, after AUTH with the
+/// $REDIS_PASSWORD emu sets beside them (Memorystore's AUTH string).
 const APP: &str = r#"
 import http.server, os, socket
 
 class Ping(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         s = socket.create_connection((os.environ["REDIS_HOST"], int(os.environ["REDIS_PORT"])), timeout=5)
+        s.sendall(b"AUTH " + os.environ["REDIS_PASSWORD"].encode() + b"\r\n")
+        assert s.recv(64) == b"+OK\r\n"
         s.sendall(b"PING\r\n")
         body = s.recv(64) + (b"db" if "DATABASE_URL" in os.environ else b"no-db")
         s.close()

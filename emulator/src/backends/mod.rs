@@ -9,6 +9,7 @@
 //! Native data lives under `<project>/.emu/` (see the `native` module); docker mode creates
 //! the store containers through the Engine API (see [`docker`]).
 
+mod credentials;
 pub mod docker;
 mod down;
 mod external;
@@ -25,14 +26,13 @@ pub use crate::spec::stores::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_POSTGRES_VERSION, DEFAULT_REDIS_VERSION, POSTGRES_VERSIONS,
     REDIS_VERSIONS,
 };
+pub use credentials::{credentials_path, Credentials};
 pub use docker::{docker_available, DockerInstance};
 pub use down::down;
 
 /// Role services connect as. Not a superuser, so `max_connections` limits it the way Cloud SQL
 /// limits application users (superusers keep `superuser_reserved_connections` slots).
 pub const APP_USER: &str = "app";
-/// The app role's password. Local and loopback-only; masked in status anyway.
-pub const APP_PASSWORD: &str = "app";
 /// Database every service gets unless it asks for its own.
 pub const APP_DATABASE: &str = "app";
 /// Slots PostgreSQL keeps for superusers (its default). emu starts the server with
@@ -222,14 +222,20 @@ impl Backends {
         }
     }
 
-    /// The local Redis's host and port under `host_env` / `port_env` (none when Redis is off).
+    /// The local Redis's host and port under `host_env` / `port_env` (none when Redis is off),
+    /// and its AUTH string, when it has one, beside them: `REDIS_HOST` → `REDIS_PASSWORD`.
     pub fn redis_host_port(&self, host_env: &str, port_env: &str) -> Vec<(String, String)> {
         let Some(url) = self.redis_url().and_then(|u| reqwest::Url::parse(&u).ok()) else {
             return Vec::new();
         };
         let host = url.host_str().unwrap_or("127.0.0.1").to_string();
         let port = url.port().unwrap_or(6379).to_string();
-        vec![(host_env.to_string(), host), (port_env.to_string(), port)]
+        let mut env = vec![(host_env.to_string(), host), (port_env.to_string(), port)];
+        if let Some(pw) = url.password() {
+            let prefix = host_env.strip_suffix("HOST").unwrap_or(host_env);
+            env.push((format!("{prefix}PASSWORD"), pw.to_string()));
+        }
+        env
     }
 
     /// The environment a service instance gets: `DATABASE_URL` (for `database`, else the
@@ -334,9 +340,12 @@ fn check_database_name(db: &str) -> Result<(), BackendError> {
     }
 }
 
+/// Servers emu runs itself (native, docker) get the project's passwords ([`Credentials`]);
+/// external ones bring their own in their URL.
 async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, BackendError> {
     let cfg = &plan.postgres;
     let mode = cfg.mode;
+    let creds = || Credentials::load_or_create(&plan.project_dir);
     match mode {
         Mode::None => Ok(Slot::Off {
             mode,
@@ -348,21 +357,29 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
         }
         Mode::Native => {
             let (url, server) =
-                native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases).await?;
-            Ok(on(mode, url, server))
-        }
-        Mode::Docker => {
-            let (url, server) =
-                docker::StoreContainer::start_postgres(cfg, &plan.project_dir, &plan.databases)
+                native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases, &creds()?)
                     .await?;
             Ok(on(mode, url, server))
         }
+        Mode::Docker => {
+            let (url, server) = docker::StoreContainer::start_postgres(
+                cfg,
+                &plan.project_dir,
+                &plan.databases,
+                &creds()?.0,
+            )
+            .await?;
+            Ok(on(mode, url, server))
+        }
         Mode::Auto => {
+            // Loaded once: whether they are new matters to the native fallback too.
+            let creds = creds()?;
             if docker_up {
                 match docker::StoreContainer::start_postgres(
                     cfg,
                     &plan.project_dir,
                     &plan.databases,
+                    &creds.0,
                 )
                 .await
                 {
@@ -382,7 +399,8 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
                 return Ok(Slot::Off { mode, reason });
             }
             let (url, server) =
-                native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases).await?;
+                native::NativePostgres::start(cfg, &plan.project_dir, &plan.databases, &creds)
+                    .await?;
             Ok(on(mode, url, server))
         }
     }
@@ -391,6 +409,7 @@ async fn start_postgres(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Ba
 async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, BackendError> {
     let cfg = &plan.redis;
     let mode = cfg.mode;
+    let creds = || Credentials::load_or_create(&plan.project_dir).map(|(c, _)| c);
     match mode {
         Mode::None => Ok(Slot::Off {
             mode,
@@ -401,16 +420,18 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
             Ok(on(mode, url, server))
         }
         Mode::Native => {
-            let (url, server) = native::NativeRedis::start(cfg, &plan.project_dir).await?;
+            let (url, server) =
+                native::NativeRedis::start(cfg, &plan.project_dir, &creds()?).await?;
             Ok(on(mode, url, server))
         }
         Mode::Docker => {
-            let (url, server) = docker::StoreContainer::start_redis(cfg, &plan.project_dir).await?;
+            let (url, server) =
+                docker::StoreContainer::start_redis(cfg, &plan.project_dir, &creds()?).await?;
             Ok(on(mode, url, server))
         }
         Mode::Auto => {
             if docker_up {
-                match docker::StoreContainer::start_redis(cfg, &plan.project_dir).await {
+                match docker::StoreContainer::start_redis(cfg, &plan.project_dir, &creds()?).await {
                     Ok((url, server)) => return Ok(on(mode, url, server)),
                     Err(e) => tracing::warn!(
                         "redis in docker failed ({e}); trying an installed redis-server"
@@ -426,7 +447,8 @@ async fn start_redis(plan: &BackendsPlan, docker_up: bool) -> Result<Slot, Backe
                 tracing::warn!("redis is off: {reason}");
                 return Ok(Slot::Off { mode, reason });
             }
-            let (url, server) = native::NativeRedis::start(cfg, &plan.project_dir).await?;
+            let (url, server) =
+                native::NativeRedis::start(cfg, &plan.project_dir, &creds()?).await?;
             Ok(on(mode, url, server))
         }
     }
@@ -484,24 +506,35 @@ pub fn with_database(url: &str, database: &str) -> String {
     )
 }
 
-/// Connects as a superuser and makes sure the `app` role and the databases exist.
+/// Connects as a superuser and makes sure the `app` role (with `app_password`: set at every
+/// start, so data from before the project's credentials existed takes them on) and the
+/// databases exist.
 pub(crate) async fn ensure_app_role_and_databases(
     admin: &mut sqlx::PgConnection,
     databases: &[String],
+    app_password: &str,
 ) -> Result<(), sqlx::Error> {
     use sqlx::Executor;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
         .bind(APP_USER)
         .fetch_optional(&mut *admin)
         .await?;
-    if exists.is_none() {
-        admin
-            .execute(
-                format!("CREATE ROLE \"{APP_USER}\" LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'")
-                    .as_str(),
+    let verb = if exists.is_none() {
+        "CREATE ROLE"
+    } else {
+        "ALTER ROLE"
+    };
+    // Utility statements take no parameters; the password is a quoted literal, and the
+    // statement is never logged (statement logging is off on emu's admin connections).
+    admin
+        .execute(
+            format!(
+                "{verb} \"{APP_USER}\" LOGIN CREATEDB PASSWORD {}",
+                sql_literal(app_password)
             )
-            .await?;
-    }
+            .as_str(),
+        )
+        .await?;
     let mut all = vec![APP_DATABASE.to_string()];
     all.extend(databases.iter().cloned());
     for db in all {
@@ -529,6 +562,11 @@ pub(crate) async fn ensure_app_role_and_databases(
         }
     }
     Ok(())
+}
+
+/// `s` as an SQL string literal.
+pub(crate) fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]

@@ -435,3 +435,72 @@ pub async fn timed_get(path: Via, url: String) -> (u16, String, Duration, Option
     let body = r.text().await.unwrap();
     (status, body, t.elapsed(), inst)
 }
+
+/// The passwords emu generated for the project in `dir` (`.emu/credentials.json`).
+pub fn project_passwords(dir: &Path) -> Vec<String> {
+    let path = emulator::backends::credentials_path(dir);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pws: Vec<String> = ["postgres_password", "app_password", "redis_password"]
+        .iter()
+        .map(|k| v[k].as_str().unwrap().to_string())
+        .collect();
+    assert!(pws.iter().all(|p| p.len() >= 24), "long passwords");
+    pws
+}
+
+/// Panics when `text` (status, a log) holds any of `passwords`.
+pub fn assert_no_password(what: &str, text: &str, passwords: &[String]) {
+    for p in passwords {
+        assert!(!text.contains(p.as_str()), "a password in {what}: {text}");
+    }
+}
+
+/// emu's Redis at `url` (with its password) refuses a client without AUTH, as Memorystore with
+/// AUTH does, and answers one with the URL's password.
+pub async fn assert_redis_requires_auth(url: &str) {
+    let mut bare = reqwest::Url::parse(url).unwrap();
+    assert!(
+        bare.password().is_some(),
+        "the URL carries the password: {url}"
+    );
+    bare.set_password(None).unwrap();
+    let client = redis::Client::open(bare.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let e = redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .expect_err("PING without AUTH");
+    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// emu's PostgreSQL at `url` refuses that URL's user with a wrong password (SQLSTATE 28P01)
+/// and without one, and accepts the URL as given.
+pub async fn assert_pg_requires_password(url: &str) {
+    use sqlx::Connection;
+    let mut wrong = reqwest::Url::parse(url).unwrap();
+    wrong.set_password(Some("wrong")).unwrap();
+    let mut none = wrong.clone();
+    none.set_password(None).unwrap();
+    for bad in [wrong, none] {
+        let e = sqlx::PgConnection::connect(bad.as_str())
+            .await
+            .expect_err("a wrong or missing password is refused");
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("28P01"), "{e}");
+    }
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    c.close().await.unwrap();
+}

@@ -24,7 +24,7 @@ use super::BackendError;
 pub(crate) use cleanup::{remove_project, stop_project};
 pub use instance::{run_args, DockerInstance, InstanceOptions};
 pub(crate) use stores::StoreContainer;
-pub use stores::{postgres_spec, redis_spec, StoreSpec, CONTAINER_PG_PASSWORD};
+pub use stores::{postgres_spec, redis_spec, StoreSpec};
 
 /// Label naming the project (`emu-<folder>`) on every container and volume emu creates.
 pub const LABEL_PROJECT: &str = "dev.emu.project";

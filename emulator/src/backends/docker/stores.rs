@@ -23,13 +23,14 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::time::Instant;
 
 use super::super::{
-    ensure_app_role_and_databases, BackendError, PostgresConfig, RedisConfig, Running,
-    APP_DATABASE, APP_PASSWORD, APP_USER, SUPERUSER_RESERVED_CONNECTIONS,
+    ensure_app_role_and_databases, sql_literal, BackendError, Credentials, PostgresConfig,
+    RedisConfig, Running, APP_DATABASE, APP_USER, SUPERUSER_RESERVED_CONNECTIONS,
 };
 use super::{compose_project, engine_error, not_found, LABEL_PROJECT, LABEL_STORE};
 
-/// Superuser password of the postgres container (loopback only; emu's services use `app`).
-pub const CONTAINER_PG_PASSWORD: &str = "emu";
+/// Superuser password of postgres volumes made before emu generated one per project
+/// (`.emu/credentials.json`); such a volume gets the project's password at its next start.
+const LEGACY_PG_PASSWORD: &str = "emu";
 /// Bound on a store answering after its container starts (a first `initdb` included).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Seconds between SIGTERM and SIGKILL when a store container stops, as `docker stop -t 10`.
@@ -70,7 +71,8 @@ fn labels(project: &str, store: &str) -> BTreeMap<String, String> {
 /// The PostgreSQL container of a project: `max_connections` = the tier's limit +
 /// `superuser_reserved_connections`, so the app role gets exactly the tier's connections, as in
 /// native mode. One volume per major version: a data directory opens only with its own version.
-pub fn postgres_spec(cfg: &PostgresConfig, project_dir: &Path) -> StoreSpec {
+/// `password`: the superuser's (the project's, from [`Credentials`]).
+pub fn postgres_spec(cfg: &PostgresConfig, project_dir: &Path, password: &str) -> StoreSpec {
     let project = compose_project(project_dir);
     let version = cfg.version_or_default();
     let server_max = cfg.effective_max_connections() + SUPERUSER_RESERVED_CONNECTIONS;
@@ -83,7 +85,7 @@ pub fn postgres_spec(cfg: &PostgresConfig, project_dir: &Path) -> StoreSpec {
             .unwrap_or_else(|| format!("postgres:{version}")),
         env: BTreeMap::from([
             ("POSTGRES_USER".into(), "postgres".into()),
-            ("POSTGRES_PASSWORD".into(), CONTAINER_PG_PASSWORD.into()),
+            ("POSTGRES_PASSWORD".into(), password.into()),
             ("POSTGRES_DB".into(), "postgres".into()),
         ]),
         cmd: [
@@ -108,8 +110,9 @@ pub fn postgres_spec(cfg: &PostgresConfig, project_dir: &Path) -> StoreSpec {
     }
 }
 
-/// `redis-server` with Memorystore's settings and blocked commands (renamed to nothing).
-fn redis_cmd(cfg: &RedisConfig) -> Vec<String> {
+/// `redis-server` with Memorystore's settings, AUTH (`requirepass`) and blocked commands
+/// (renamed to nothing).
+fn redis_cmd(cfg: &RedisConfig, password: &str) -> Vec<String> {
     let maxmemory = cfg.maxmemory_bytes().to_string();
     let mut cmd: Vec<String> = [
         "redis-server",
@@ -119,6 +122,8 @@ fn redis_cmd(cfg: &RedisConfig) -> Vec<String> {
         &maxmemory,
         "--maxmemory-policy",
         "volatile-lru",
+        "--requirepass",
+        password,
     ]
     .map(String::from)
     .into();
@@ -129,8 +134,9 @@ fn redis_cmd(cfg: &RedisConfig) -> Vec<String> {
 }
 
 /// The Redis container of a project: Memorystore's `maxmemory` (the instance size) with
-/// `volatile-lru`, as in native mode; `appendonly` keeps the data in the volume.
-pub fn redis_spec(cfg: &RedisConfig, project_dir: &Path) -> StoreSpec {
+/// `volatile-lru`, as in native mode; `appendonly` keeps the data in the volume. `password`:
+/// the project's `requirepass` (also in `REDISCLI_AUTH`, for the healthcheck's `redis-cli`).
+pub fn redis_spec(cfg: &RedisConfig, project_dir: &Path, password: &str) -> StoreSpec {
     let project = compose_project(project_dir);
     StoreSpec {
         store: "redis",
@@ -139,8 +145,8 @@ pub fn redis_spec(cfg: &RedisConfig, project_dir: &Path) -> StoreSpec {
             .image
             .clone()
             .unwrap_or_else(|| format!("redis:{}", cfg.version_or_default())),
-        env: BTreeMap::new(),
-        cmd: redis_cmd(cfg),
+        env: BTreeMap::from([("REDISCLI_AUTH".into(), password.into())]),
+        cmd: redis_cmd(cfg, password),
         container_port: 6379,
         host_port: cfg.port,
         volume: format!("{project}-redis"),
@@ -255,18 +261,13 @@ impl StoreContainer {
         cfg: &PostgresConfig,
         project_dir: &Path,
         databases: &[String],
+        creds: &Credentials,
     ) -> Result<(String, Self), BackendError> {
         let docker = super::engine().await?;
-        let mut store = Self::up(docker, postgres_spec(cfg, project_dir)).await?;
+        let password = creds.postgres_password.as_str();
+        let mut store = Self::up(docker, postgres_spec(cfg, project_dir, password)).await?;
         let port = store.port;
-        let opts = sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username("postgres")
-            .password(CONTAINER_PG_PASSWORD)
-            .database("postgres")
-            .disable_statement_logging();
-        let connect = || async { opts.connect().await.map_err(|e| e.to_string()) };
+        let connect = || async { connect_superuser(port, password).await };
         let mut admin = match store.wait_until_ready(connect).await {
             Ok(c) => c,
             Err(e) => {
@@ -275,7 +276,7 @@ impl StoreContainer {
             }
         };
         let setup = async {
-            ensure_app_role_and_databases(&mut admin, databases).await?;
+            ensure_app_role_and_databases(&mut admin, databases, &creds.app_password).await?;
             sqlx::query_scalar::<_, String>("SHOW server_version")
                 .fetch_one(&mut admin)
                 .await
@@ -305,7 +306,10 @@ impl StoreContainer {
             "superuser_reserved_connections": SUPERUSER_RESERVED_CONNECTIONS,
             "volume": store.spec.volume,
         });
-        store.url = format!("postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DATABASE}");
+        store.url = format!(
+            "postgres://{APP_USER}:{}@127.0.0.1:{port}/{APP_DATABASE}",
+            creds.app_password
+        );
         Ok((store.url.clone(), store))
     }
 
@@ -313,10 +317,12 @@ impl StoreContainer {
     pub(crate) async fn start_redis(
         cfg: &RedisConfig,
         project_dir: &Path,
+        creds: &Credentials,
     ) -> Result<(String, Self), BackendError> {
         let docker = super::engine().await?;
-        let mut store = Self::up(docker, redis_spec(cfg, project_dir)).await?;
-        let url = format!("redis://127.0.0.1:{}", store.port);
+        let password = creds.redis_password.as_str();
+        let mut store = Self::up(docker, redis_spec(cfg, project_dir, password)).await?;
+        let url = format!("redis://:{password}@127.0.0.1:{}", store.port);
         let ping = || async {
             if super::super::native::ping(&url).await {
                 Ok(())
@@ -400,6 +406,35 @@ impl StoreContainer {
         self.stopped = true;
         stop_container(&self.docker, &self.spec.container).await;
     }
+}
+
+/// The container's superuser connection with the project's `password`. A volume made before
+/// emu generated passwords still has the old fixed one: that one is tried too, and replaced.
+async fn connect_superuser(port: u16, password: &str) -> Result<sqlx::PgConnection, String> {
+    use sqlx::Executor;
+    let opts = |pw: &str| {
+        sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .password(pw)
+            .database("postgres")
+            .disable_statement_logging()
+    };
+    let refused = match opts(password).connect().await {
+        Ok(c) => return Ok(c),
+        Err(e) if super::super::native::wrong_password(&e) => e,
+        Err(e) => return Err(e.to_string()),
+    };
+    let Ok(mut c) = opts(LEGACY_PG_PASSWORD).connect().await else {
+        return Err(format!(
+            "{refused} (the volume's superuser password is not the one in .emu/credentials.json; put the old file back, or remove the data with `emu down --volumes`)"
+        ));
+    };
+    tracing::info!("setting the project's superuser password on an older postgres volume");
+    let sql = format!("ALTER ROLE postgres PASSWORD {}", sql_literal(password));
+    c.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 /// `docker stop -t 10`: SIGTERM (the image's stop signal), SIGKILL after 10 s. Kept, not

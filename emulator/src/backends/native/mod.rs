@@ -3,7 +3,8 @@
 //! Both run in the foreground as direct children, hardened by [`crate::proc::harden`] (own
 //! process group, SIGKILL when emu dies), so nothing outlives emu. Data stays between runs:
 //!
-//! - PostgreSQL: a cluster initialised once (initdb, trust auth, loopback only) under
+//! - PostgreSQL: a cluster initialised once (initdb; TCP on loopback only, always with a
+//!   password: scram-sha-256, see `pg_auth`) under
 //!   `<project>/.emu/postgres/data`. PostgreSQL refuses to run as root, so when emu is root the
 //!   cluster belongs to the `postgres` system user and the server runs as that user. If that
 //!   user cannot reach the project folder (e.g. a project under `/root` or a 0700 temp dir), the
@@ -14,6 +15,7 @@
 //!
 //! Ports are free loopback ports unless the config fixes one.
 
+mod pg_auth;
 mod postgres;
 mod redis;
 
@@ -27,6 +29,7 @@ use tokio::process::{Child, Command};
 
 use super::BackendError;
 use crate::proc::{self, Hardening};
+pub(crate) use pg_auth::wrong_password;
 pub(crate) use postgres::{find_postgres, NativePostgres};
 pub(crate) use redis::{find_redis, ping, NativeRedis};
 

@@ -19,9 +19,10 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::super::{
-    ensure_app_role_and_databases, BackendError, PostgresConfig, Running, APP_DATABASE,
-    APP_PASSWORD, APP_USER, SUPERUSER_RESERVED_CONNECTIONS,
+    ensure_app_role_and_databases, BackendError, Credentials, PostgresConfig, Running,
+    APP_DATABASE, APP_USER, SUPERUSER_RESERVED_CONNECTIONS,
 };
+use super::pg_auth::{hba_is_ours, set_superuser_password, write_hba, wrong_password, PrivateFile};
 use super::{
     create_dir, free_port, log_tail, open_log, path_dirs, process_alive, process_name, same_path,
     ServerProcess, SpawnError, PORT_ATTEMPTS, POSTGRES_INSTALL_HINT, READY_TIMEOUT,
@@ -86,16 +87,23 @@ pub(crate) struct NativePostgres {
     log: PathBuf,
     app_max_connections: u32,
     tier: Option<String>,
+    /// The superuser's, for the health check.
+    superuser_password: String,
 }
 
 impl NativePostgres {
     /// Initialises the cluster if needed, starts the server and waits until it answers, then
     /// creates the `app` role and the databases. Returns the app's URL and the server.
+    /// `creds`: the project's passwords, and whether they were generated just now (then an
+    /// existing cluster gets them set before it serves).
     pub(crate) async fn start(
         cfg: &PostgresConfig,
         project_dir: &Path,
         databases: &[String],
+        creds: &(Credentials, bool),
     ) -> Result<(String, Self), BackendError> {
+        let (creds, fresh) = (&creds.0, creds.1);
+        let password = creds.postgres_password.as_str();
         let installed = find_postgres().await;
         if installed.is_empty() {
             return Err(BackendError::NotInstalled {
@@ -115,11 +123,17 @@ impl NativePostgres {
         let requested = cfg.version_or_default();
         let (bins, initialised) = pick_binaries(&installed, &data_dir, requested)?;
         if !initialised {
-            initdb(&bins, &cluster.root, &data_dir, &cluster.log, run_as).await?;
+            initdb(&bins, &cluster, password).await?;
         }
         recover_stale_pid(&data_dir)?;
+        // A cluster from before emu used passwords (trust on loopback), or one whose password
+        // file was just regenerated: set the superuser's password offline, before any port opens.
+        if initialised && (fresh || !hba_is_ours(&data_dir)) {
+            set_superuser_password(&bins, &cluster, password).await?;
+        }
+        write_hba(&cluster)?;
         let app_max = cfg.effective_max_connections();
-        let (port, process) = start_on_a_port(cfg, &bins, &cluster, app_max).await?;
+        let (port, process) = start_on_a_port(cfg, &bins, &cluster, app_max, password).await?;
         let server = NativePostgres {
             process,
             port,
@@ -129,34 +143,40 @@ impl NativePostgres {
             log: cluster.log.clone(),
             app_max_connections: app_max,
             tier: cfg.tier.clone(),
+            superuser_password: password.to_string(),
         };
-        let mut admin = admin_connect(port).await.map_err(|e| BackendError::Start {
-            what: "PostgreSQL",
-            detail: format!("connecting as the superuser: {e}"),
-        })?;
-        ensure_app_role_and_databases(&mut admin, databases)
+        let mut admin = admin_connect(port, password)
+            .await
+            .map_err(|e| BackendError::Start {
+                what: "PostgreSQL",
+                detail: format!("connecting as the superuser: {e}"),
+            })?;
+        ensure_app_role_and_databases(&mut admin, databases, &creds.app_password)
             .await
             .map_err(|e| BackendError::Start {
                 what: "PostgreSQL",
                 detail: format!("creating the app role and databases: {e}"),
             })?;
         let _ = admin.close().await;
-        let url = format!("postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{port}/{APP_DATABASE}");
+        let url = format!(
+            "postgres://{APP_USER}:{}@127.0.0.1:{port}/{APP_DATABASE}",
+            creds.app_password
+        );
         tracing::info!(port, version = bins.major, data = %data_dir.display(), "postgres ready");
         Ok((url, server))
     }
 }
 
 /// Where a cluster lives and who runs it.
-struct Cluster {
+pub(super) struct Cluster {
     /// Holds `data/` (and `data.initdb` while initdb runs); the server's working directory.
-    root: PathBuf,
-    log: PathBuf,
-    run_as: Option<(u32, u32)>,
+    pub(super) root: PathBuf,
+    pub(super) log: PathBuf,
+    pub(super) run_as: Option<(u32, u32)>,
 }
 
 impl Cluster {
-    fn data_dir(&self) -> PathBuf {
+    pub(super) fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }
 }
@@ -218,6 +238,7 @@ async fn start_on_a_port(
     bins: &PgBinaries,
     cluster: &Cluster,
     app_max: u32,
+    password: &str,
 ) -> Result<(u16, ServerProcess), BackendError> {
     let mut attempt = 0;
     loop {
@@ -226,7 +247,7 @@ async fn start_on_a_port(
             Some(p) => p,
             None => free_port()?,
         };
-        match spawn_postgres(bins, cluster, port, app_max).await {
+        match spawn_postgres(bins, cluster, port, app_max, password).await {
             Ok(process) => return Ok((port, process)),
             Err(SpawnError::PortTaken) if cfg.port.is_none() && attempt < PORT_ATTEMPTS => {}
             Err(SpawnError::PortTaken) => {
@@ -337,14 +358,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Creates the cluster in a scratch folder and renames it into place, so a run killed during
-/// initdb never leaves a half-made cluster behind.
-async fn initdb(
-    bins: &PgBinaries,
-    cluster_root: &Path,
-    data_dir: &Path,
-    log: &Path,
-    run_as: Option<(u32, u32)>,
-) -> Result<(), BackendError> {
+/// initdb never leaves a half-made cluster behind. The superuser gets `password` (scram) from
+/// the start: there is never a moment when the cluster trusts a connection.
+async fn initdb(bins: &PgBinaries, cluster: &Cluster, password: &str) -> Result<(), BackendError> {
+    let (cluster_root, data_dir, log, run_as) = (
+        cluster.root.as_path(),
+        &cluster.data_dir(),
+        cluster.log.as_path(),
+        cluster.run_as,
+    );
     let scratch = cluster_root.join("data.initdb");
     for d in [&scratch, &data_dir.to_path_buf()] {
         if d.exists() {
@@ -358,13 +380,15 @@ async fn initdb(
         "initialising a PostgreSQL cluster in {}",
         data_dir.display()
     );
+    let pwfile = PrivateFile::create(&cluster_root.join("initdb.pw"), password, run_as)?;
     let mut cmd = Command::new(bins.dir.join("initdb"));
     cmd.arg("-D")
         .arg(&scratch)
+        .arg(format!("--pwfile={}", pwfile.0.display()))
         .args([
             "--username=postgres",
-            "--auth-local=trust",
-            "--auth-host=trust",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
             "--encoding=UTF8",
             "--no-locale",
         ])
@@ -377,6 +401,7 @@ async fn initdb(
         .output()
         .await
         .map_err(|e| BackendError::io("running initdb", e))?;
+    drop(pwfile);
     let _ = fs::write(log, [out.stdout.as_slice(), out.stderr.as_slice()].concat());
     if !out.status.success() {
         return Err(BackendError::Start {
@@ -433,6 +458,7 @@ async fn spawn_postgres(
     cluster: &Cluster,
     port: u16,
     app_max: u32,
+    password: &str,
 ) -> Result<ServerProcess, SpawnError> {
     let (log, data_dir) = (&cluster.log, &cluster.data_dir());
     let (out, err) = open_log(log)?;
@@ -445,6 +471,7 @@ async fn spawn_postgres(
         .args(["-c", &format!("port={port}")])
         // TCP only: no socket in /var/run/postgresql beside the system server's.
         .args(["-c", "unix_socket_directories="])
+        .args(["-c", "password_encryption=scram-sha-256"])
         .args(["-c", &format!("max_connections={server_max}")])
         .args([
             "-c",
@@ -479,7 +506,20 @@ async fn spawn_postgres(
                 ),
             }));
         }
-        if let Ok(mut c) = admin_connect(port).await {
+        let connected = admin_connect(port, password).await;
+        if let Err(e) = &connected {
+            if wrong_password(e) {
+                process.stop(Signal::SIGINT).await;
+                return Err(SpawnError::Failed(BackendError::Start {
+                    what: "PostgreSQL",
+                    detail: format!(
+                        "the server in {} refuses the superuser password of .emu/credentials.json (the file was replaced?). Put the old file back, or remove the data with `emu down --volumes`",
+                        data_dir.display()
+                    ),
+                }));
+            }
+        }
+        if let Ok(mut c) = connected {
             // Make sure the server answering is ours, not one that won a race for the port.
             let dir: Result<String, _> =
                 sqlx::query_scalar("SELECT current_setting('data_directory')")
@@ -511,11 +551,12 @@ async fn spawn_postgres(
     }
 }
 
-async fn admin_connect(port: u16) -> Result<sqlx::PgConnection, sqlx::Error> {
+async fn admin_connect(port: u16, password: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
     let opts = PgConnectOptions::new()
         .host("127.0.0.1")
         .port(port)
         .username("postgres")
+        .password(password)
         .database("postgres")
         .disable_statement_logging();
     match tokio::time::timeout(Duration::from_secs(2), opts.connect()).await {
@@ -542,7 +583,12 @@ impl Running for NativePostgres {
     }
 
     fn ready(&self) -> BoxFuture<'_, bool> {
-        async move { admin_connect(self.port).await.is_ok() }.boxed()
+        async move {
+            admin_connect(self.port, &self.superuser_password)
+                .await
+                .is_ok()
+        }
+        .boxed()
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::super::{BackendError, RedisConfig, Running};
+use super::super::{BackendError, Credentials, RedisConfig, Running};
 use super::{
     create_dir, free_port, log_tail, open_log, path_dirs, process_alive, process_name,
     ServerProcess, SpawnError, PORT_ATTEMPTS, READY_TIMEOUT, REDIS_INSTALL_HINT,
@@ -38,14 +38,19 @@ pub(crate) struct NativeRedis {
     dir: PathBuf,
     maxmemory: u64,
     blocked: &'static [&'static str],
+    /// With the password: for the health check.
+    url: String,
 }
 
 impl NativeRedis {
-    /// Writes `redis.conf`, starts the server and waits for PING. Returns the URL and server.
+    /// Writes `redis.conf` (with `requirepass`, as Memorystore's AUTH), starts the server and
+    /// waits for PING. Returns the URL (carrying the password) and the server.
     pub(crate) async fn start(
         cfg: &RedisConfig,
         project_dir: &Path,
+        creds: &Credentials,
     ) -> Result<(String, Self), BackendError> {
+        let password = creds.redis_password.as_str();
         let Some(bin) = find_redis() else {
             return Err(BackendError::NotInstalled {
                 what: "Redis",
@@ -80,7 +85,7 @@ impl NativeRedis {
                 Some(p) => p,
                 None => free_port()?,
             };
-            match spawn_redis(&bin, &dir, port, maxmemory, blocked).await {
+            match spawn_redis(&bin, &dir, port, maxmemory, blocked, password).await {
                 Ok(process) => break (port, process),
                 Err(SpawnError::PortTaken) if cfg.port.is_none() && attempt < PORT_ATTEMPTS => {}
                 Err(SpawnError::PortTaken) => {
@@ -93,6 +98,7 @@ impl NativeRedis {
             }
         };
         tracing::info!(port, dir = %dir.display(), "redis ready");
+        let url = redis_url(password, port);
         let server = NativeRedis {
             process,
             port,
@@ -101,9 +107,15 @@ impl NativeRedis {
             dir,
             maxmemory,
             blocked,
+            url: url.clone(),
         };
-        Ok((format!("redis://127.0.0.1:{port}"), server))
+        Ok((url, server))
     }
+}
+
+/// The URL of emu's Redis on `port`, with its password (the user name stays empty: `default`).
+fn redis_url(password: &str, port: u16) -> String {
+    format!("redis://:{password}@127.0.0.1:{port}")
 }
 
 /// Writes `redis.conf` for `port`, starts the server and waits until it answers PING as itself.
@@ -113,11 +125,11 @@ async fn spawn_redis(
     port: u16,
     maxmemory: u64,
     blocked: &[&str],
+    password: &str,
 ) -> Result<ServerProcess, SpawnError> {
     let log = dir.join("redis.log");
     let conf = dir.join("redis.conf");
-    fs::write(&conf, redis_conf(dir, port, maxmemory, blocked))
-        .map_err(|e| BackendError::io(format!("writing {}", conf.display()), e))?;
+    write_private(&conf, &redis_conf(dir, port, maxmemory, blocked, password))?;
     let (out, err) = open_log(&log)?;
     let log_start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(bin);
@@ -127,7 +139,7 @@ async fn spawn_redis(
         .stdout(out)
         .stderr(err);
     let mut process = ServerProcess::spawn("redis-server", cmd, None)?;
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = redis_url(password, port);
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Some(status) = process.exited() {
@@ -173,7 +185,25 @@ async fn spawn_redis(
     }
 }
 
-fn redis_conf(dir: &Path, port: u16, maxmemory: u64, blocked: &[&str]) -> String {
+/// Writes `path` readable by its owner only (it holds the password): a new file is created
+/// 0600, and an older one (from before passwords) is made so before the password goes in.
+fn write_private(path: &Path, text: &str) -> Result<(), BackendError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e| BackendError::io(format!("writing {}", path.display()), e);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)
+}
+
+fn redis_conf(dir: &Path, port: u16, maxmemory: u64, blocked: &[&str], password: &str) -> String {
     let quoted = dir
         .display()
         .to_string()
@@ -193,7 +223,8 @@ fn redis_conf(dir: &Path, port: u16, maxmemory: u64, blocked: &[&str]) -> String
          maxmemory {maxmemory}\n\
          maxmemory-policy volatile-lru\n\
          logfile \"\"\n\
-         pidfile \"{quoted}/redis.pid\"\n"
+         pidfile \"{quoted}/redis.pid\"\n\
+         requirepass \"{password}\"\n"
     );
     for c in blocked {
         conf.push_str(&format!("rename-command {c} \"\"\n"));
@@ -293,7 +324,7 @@ impl Running for NativeRedis {
     }
 
     fn ready(&self) -> BoxFuture<'_, bool> {
-        async move { ping(&format!("redis://127.0.0.1:{}", self.port)).await }.boxed()
+        async move { ping(&self.url).await }.boxed()
     }
 
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {

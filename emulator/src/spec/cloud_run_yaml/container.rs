@@ -19,7 +19,9 @@ pub(super) struct ContainerLines {
     pub secrets: BTreeMap<String, usize>,
 }
 
-/// With sidecars, the ingress container is the one that declares a port.
+/// With sidecars, the ingress container is the one that declares a port. Cloud Run refuses a
+/// multi-container service where more than one container declares ports (which one would get
+/// the requests?), so emu does too rather than pick one.
 pub(super) fn ingress<'a>(
     containers: &'a [Node],
     warnings: &mut Vec<String>,
@@ -29,10 +31,22 @@ pub(super) fn ingress<'a>(
     let Some(first) = containers.first() else {
         return Err(place.err(line, "spec.template.spec.containers is empty".into()));
     };
-    let c = containers
-        .iter()
-        .find(|c| c.get("ports").is_some())
-        .unwrap_or(first);
+    let mut with_ports = containers.iter().filter(|c| c.get("ports").is_some());
+    let c = with_ports.next().unwrap_or(first);
+    if let Some(second) = with_ports.next() {
+        return Err(place.err(
+            second.line_of("ports"),
+            format!(
+                "{} containers declare ports: a multi-container service must have exactly one \
+                 container with an exposed port (the ingress container); remove `ports` from \
+                 the sidecars",
+                containers
+                    .iter()
+                    .filter(|c| c.get("ports").is_some())
+                    .count()
+            ),
+        ));
+    }
     if containers.len() > 1 {
         warnings.push(format!(
             "{} containers: emu runs the ingress container only (sidecars are not modelled)",

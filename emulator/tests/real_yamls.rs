@@ -205,16 +205,17 @@ fn veria_unrendered_template_is_refused() {
     refused("09-veria.yaml", 14, "is not a whole number");
 }
 
-/// `PORT` is reserved: Cloud Run refuses a service that sets it.
+/// `envFrom` is in Cloud Run's API but "not supported by Cloud Run": refused, not ignored.
 #[test]
-fn fls_hackathon_port_in_env_is_refused() {
+fn fls_hackathon_env_from_is_refused() {
     refused(
         "10-fls-hackathon-saucerers.yaml",
-        52,
-        "reserved env names were provided: PORT",
+        55,
+        "envFrom is not supported by Cloud Run",
     );
 }
 
+/// `PORT` is reserved: Cloud Run refuses a service that sets it.
 #[test]
 fn bloocube_port_in_env_is_refused() {
     refused(

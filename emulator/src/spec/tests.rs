@@ -565,3 +565,24 @@ fn only_one_container_may_declare_ports() {
     );
     assert_eq!(e.line, Some(13), "{e}");
 }
+
+/// `envFrom` and `configMapKeyRef` are in Cloud Run's API but not supported by it: refused at
+/// their line rather than ignored (the service would run without the variables it expects).
+#[test]
+fn env_from_and_config_maps_are_refused() {
+    let with = |extra: &str| EXPORT.replace("        - name: MODE\n          value: prod\n", extra);
+    let bad = with("        - name: MODE\n          value: prod\n        envFrom:\n        - secretRef:\n            name: all\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(
+        e.message.contains("envFrom is not supported by Cloud Run"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of(&bad, "envFrom:")), "{e}");
+    let bad = with("        - name: MODE\n          valueFrom:\n            configMapKeyRef:\n              name: cfg\n              key: mode\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(
+        e.message
+            .contains("env MODE: configMapKeyRef is not supported"),
+        "{e}"
+    );
+}

@@ -79,6 +79,16 @@ pub(super) fn read(
         .and_then(|p| p.get("name"))
         .and_then(Node::as_str)
         .map(str::to_string);
+    // Kubernetes fields Cloud Run's API has but refuses: taking them as "not modelled" would run
+    // a service without variables it expects, and Cloud Run would not run it at all.
+    if c.get("envFrom").is_some() {
+        return Err(place.err(
+            c.line_of("envFrom"),
+            "envFrom is not supported by Cloud Run: name each variable under env (a secret with \
+             valueFrom.secretKeyRef)"
+                .into(),
+        ));
+    }
     if let Some(env) = c.get("env").and_then(Node::as_seq) {
         for e in env {
             let Some(n) = e.get("name").and_then(Node::as_str) else {
@@ -88,6 +98,11 @@ pub(super) fn read(
             lines.env.entry(n.to_string()).or_insert(line);
             if let Some(v) = e.get("value") {
                 raw.env.push((n.to_string(), v.text().unwrap_or_default()));
+            } else if let Some(m) = e.get("valueFrom").and_then(|v| v.get("configMapKeyRef")) {
+                return Err(place.err(
+                    m.line,
+                    format!("env {n}: configMapKeyRef is not supported by Cloud Run (use value or secretKeyRef)"),
+                ));
             } else if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
                 let reference = secret_key_ref(r);
                 raw.secrets

@@ -1,5 +1,6 @@
 # scripts/test-deps.sh: installs and starts what the test suite needs when it is missing —
-# PostgreSQL, Redis, xmllint, Python's google-auth, a Docker engine and the test images — and
+# PostgreSQL, Redis, xmllint, Python's google-auth, the real stacks' Python and Node packages
+# (FastAPI, Flask, gunicorn…; express, pg, ioredis), a Docker engine and the test images — and
 # exports DOCKER_HOST.
 # Sourced (it sets the caller's environment) by scripts/test.sh and scripts/stress-tests.sh, so
 # both run the suite on the same footing.
@@ -60,6 +61,25 @@ if ! python3 -c 'import google.auth, requests, jwt, cryptography' >/dev/null 2>&
   # Debian's own python3 refuses `pip install` outside a venv (externally-managed-environment).
   python3 -m pip install --quiet "${py_packages[@]}" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages "${py_packages[@]}"
+fi
+
+# --- The real stacks (emulator/tests/real_stacks.rs): FastAPI/uvicorn/asyncpg, Flask/gunicorn/
+# psycopg2, redis-py; Node.js with express, pg and ioredis installed beside the express app -----
+stack_py=(fastapi uvicorn asyncpg redis flask gunicorn psycopg2-binary)
+if ! python3 -c 'import fastapi, uvicorn, asyncpg, redis, flask, gunicorn, psycopg2' >/dev/null 2>&1; then
+  say "installing ${stack_py[*]} for python3"
+  python3 -m pip install --quiet "${stack_py[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${stack_py[@]}"
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  say "installing nodejs npm"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+stack_js=emulator/tests/data/stacks
+if ! (cd "$stack_js" && node -e "require.resolve('express'); require.resolve('pg'); require.resolve('ioredis')") >/dev/null 2>&1; then
+  say "npm install (express pg ioredis) in $stack_js"
+  npm install --prefix "$stack_js" --no-audit --no-fund --silent
 fi
 
 # --- Docker: an engine and the test images, so the docker-mode tests run (they fail without one) -

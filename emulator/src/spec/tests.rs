@@ -544,3 +544,45 @@ fn a_missing_secret_of_a_yaml_says_to_add_it_to_secrets_toml() {
     assert!(e.message.contains("db-password = \"VALUE\""), "{e}");
     assert!(e.line.is_some(), "{e}");
 }
+
+/// A sidecar without ports is fine (emu runs the ingress container); two containers that both
+/// declare ports are refused as Cloud Run refuses them, at the second one's `ports`.
+#[test]
+fn only_one_container_may_declare_ports() {
+    let two = |sidecar: &str| {
+        format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: two\nspec:\n  template:\n    spec:\n      containers:\n      - image: web\n        ports:\n        - containerPort: 3000\n      - image: api\n{sidecar}"
+        )
+    };
+    let ok = two("        env:\n        - name: A\n          value: b\n");
+    assert_eq!(yaml(&ok).unwrap().services[0].name, "two");
+    let bad = two("        ports:\n        - containerPort: 8000\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(
+        e.message
+            .contains("exactly one container with an exposed port"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(13), "{e}");
+}
+
+/// `envFrom` and `configMapKeyRef` are in Cloud Run's API but not supported by it: refused at
+/// their line rather than ignored (the service would run without the variables it expects).
+#[test]
+fn env_from_and_config_maps_are_refused() {
+    let with = |extra: &str| EXPORT.replace("        - name: MODE\n          value: prod\n", extra);
+    let bad = with("        - name: MODE\n          value: prod\n        envFrom:\n        - secretRef:\n            name: all\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(
+        e.message.contains("envFrom is not supported by Cloud Run"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of(&bad, "envFrom:")), "{e}");
+    let bad = with("        - name: MODE\n          valueFrom:\n            configMapKeyRef:\n              name: cfg\n              key: mode\n");
+    let e = yaml(&bad).unwrap_err();
+    assert!(
+        e.message
+            .contains("env MODE: configMapKeyRef is not supported"),
+        "{e}"
+    );
+}

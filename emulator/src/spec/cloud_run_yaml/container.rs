@@ -19,7 +19,9 @@ pub(super) struct ContainerLines {
     pub secrets: BTreeMap<String, usize>,
 }
 
-/// With sidecars, the ingress container is the one that declares a port.
+/// With sidecars, the ingress container is the one that declares a port. Cloud Run refuses a
+/// multi-container service where more than one container declares ports (which one would get
+/// the requests?), so emu does too rather than pick one.
 pub(super) fn ingress<'a>(
     containers: &'a [Node],
     warnings: &mut Vec<String>,
@@ -29,10 +31,22 @@ pub(super) fn ingress<'a>(
     let Some(first) = containers.first() else {
         return Err(place.err(line, "spec.template.spec.containers is empty".into()));
     };
-    let c = containers
-        .iter()
-        .find(|c| c.get("ports").is_some())
-        .unwrap_or(first);
+    let mut with_ports = containers.iter().filter(|c| c.get("ports").is_some());
+    let c = with_ports.next().unwrap_or(first);
+    if let Some(second) = with_ports.next() {
+        return Err(place.err(
+            second.line_of("ports"),
+            format!(
+                "{} containers declare ports: a multi-container service must have exactly one \
+                 container with an exposed port (the ingress container); remove `ports` from \
+                 the sidecars",
+                containers
+                    .iter()
+                    .filter(|c| c.get("ports").is_some())
+                    .count()
+            ),
+        ));
+    }
     if containers.len() > 1 {
         warnings.push(format!(
             "{} containers: emu runs the ingress container only (sidecars are not modelled)",
@@ -65,6 +79,16 @@ pub(super) fn read(
         .and_then(|p| p.get("name"))
         .and_then(Node::as_str)
         .map(str::to_string);
+    // Kubernetes fields Cloud Run's API has but refuses: taking them as "not modelled" would run
+    // a service without variables it expects, and Cloud Run would not run it at all.
+    if c.get("envFrom").is_some() {
+        return Err(place.err(
+            c.line_of("envFrom"),
+            "envFrom is not supported by Cloud Run: name each variable under env (a secret with \
+             valueFrom.secretKeyRef)"
+                .into(),
+        ));
+    }
     if let Some(env) = c.get("env").and_then(Node::as_seq) {
         for e in env {
             let Some(n) = e.get("name").and_then(Node::as_str) else {
@@ -74,6 +98,11 @@ pub(super) fn read(
             lines.env.entry(n.to_string()).or_insert(line);
             if let Some(v) = e.get("value") {
                 raw.env.push((n.to_string(), v.text().unwrap_or_default()));
+            } else if let Some(m) = e.get("valueFrom").and_then(|v| v.get("configMapKeyRef")) {
+                return Err(place.err(
+                    m.line,
+                    format!("env {n}: configMapKeyRef is not supported by Cloud Run (use value or secretKeyRef)"),
+                ));
             } else if let Some(r) = e.get("valueFrom").and_then(|v| v.get("secretKeyRef")) {
                 let reference = secret_key_ref(r);
                 raw.secrets

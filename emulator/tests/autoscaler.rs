@@ -146,12 +146,7 @@ async fn eight_streams_at_concurrency_two_scale_to_seven_and_back_and_simulate_a
         "decisions every {mean_s:.3} s on average over {} of them",
         ts.len()
     );
-    let metrics = reqwest::get(emu.url("/_emu/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = emu.metrics().await;
     assert!(
         metrics.contains("emu_desired_instances{service=\"auto\"} 1"),
         "{metrics}"

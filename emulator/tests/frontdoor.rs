@@ -484,12 +484,7 @@ command = ["{EMU}", "demo-app"]
     // Samples are taken once a second: wait until two cover the requests.
     let mut metrics = String::new();
     for _ in 0..300 {
-        metrics = reqwest::get(emu.url("/_emu/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = emu.metrics().await;
         let ev: serde_json::Value = reqwest::get(emu.url(&format!("/_emu/events?since={since}")))
             .await
             .unwrap()

@@ -600,12 +600,7 @@ async fn bad_client_framing_is_a_400_and_a_close_not_the_instances_503() {
         let (a, _) = answer_and_close(emu.port, b"PRI / HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert_eq!(a.status, 400, "{env:?}: {a:?}");
         // Nothing was counted against the instance.
-        let metrics = reqwest::get(emu.url("/_emu/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = emu.metrics().await;
         assert!(!metrics.contains("code=\"503\""), "{metrics}");
         assert!(metrics.contains("code=\"400\""), "{metrics}");
     }

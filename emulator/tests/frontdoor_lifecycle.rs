@@ -83,12 +83,7 @@ async fn a_client_gone_mid_request_frees_its_slot(path: Via) {
         .as_str()
         .unwrap()
         .ends_with('s'));
-    let metrics = reqwest::get(emu.url("/_emu/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = emu.metrics().await;
     assert!(
         metrics.contains("emu_requests_total{service=\"slow\",code=\"499\"} 1"),
         "{metrics}"

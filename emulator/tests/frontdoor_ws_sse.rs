@@ -79,12 +79,7 @@ async fn a_websocket_holds_one_slot_for_its_life_and_closes_at_the_request_timeo
     emu.wait_in_flight("live", 0).await;
     let r = reqwest::get(emu.url("/")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = reqwest::get(emu.url("/_emu/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = emu.metrics().await;
     assert!(
         metrics.contains("emu_requests_total{service=\"live\",code=\"101\"} 1"),
         "{metrics}"

@@ -207,28 +207,13 @@ fn a_bad_project_value_is_a_file_line_error_and_exit_2() {
     );
 }
 
-/// Fails when no Docker engine answers (as the other container tests), unless the run opts out
-/// with EMU_SKIP_DOCKER=1 outside CI.
-async fn require_engine(test: &str) -> bool {
-    let required = std::env::var_os("CI").is_some()
-        || std::env::var("EMU_REQUIRE_DOCKER").as_deref() == Ok("1");
-    if !required && std::env::var("EMU_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: EMU_SKIP_DOCKER=1 (no Docker test ran)");
-        return false;
-    }
-    if let Err(e) = emulator::backends::docker::engine().await {
-        panic!("{test} needs a Docker engine: {e}\nStart one: eval \"$(bash scripts/docker-engine.sh)\" && bash scripts/docker-images.sh");
-    }
-    true
-}
-
 /// Reads the project id from the metadata server, the way a library would (stdlib only, as the
 /// test image has no google-auth).
 const READ_PROJECT_ID: &str = "import os, urllib.request as u; print(u.urlopen(u.Request('http://' + os.environ['GCE_METADATA_HOST'] + '/computeMetadata/v1/project/project-id', headers={'Metadata-Flavor': 'Google'})).read().decode())";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_instance_reaches_the_metadata_server() {
-    if !require_engine("a_container_instance_reaches_the_metadata_server").await {
+    if !common::require_engine("a_container_instance_reaches_the_metadata_server").await {
         return;
     }
     let emu = Emu::start_toml(

@@ -26,22 +26,11 @@ image = "emu-test/redis:7"
 size_gb = 1
 "#;
 
-async fn require_engine(test: &str) -> bool {
-    let required = std::env::var_os("CI").is_some()
-        || std::env::var("EMU_REQUIRE_DOCKER").as_deref() == Ok("1");
-    if !required && std::env::var("EMU_SKIP_DOCKER").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: EMU_SKIP_DOCKER=1 (no Docker test ran)");
-        return false;
-    }
-    if let Err(e) = emulator::backends::docker::engine().await {
-        panic!("{test} needs a Docker engine: {e}\nStart one: eval \"$(bash scripts/docker-engine.sh)\" && bash scripts/docker-images.sh");
-    }
-    true
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_serves_items_on_containers_and_keeps_them_across_restarts() {
-    if !require_engine("demo_serves_items_on_containers_and_keeps_them_across_restarts").await {
+    if !common::require_engine("demo_serves_items_on_containers_and_keeps_them_across_restarts")
+        .await
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

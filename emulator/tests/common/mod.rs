@@ -284,6 +284,16 @@ impl Emu {
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
+
+    /// `/_emu/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/_emu/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Emu {
@@ -502,5 +512,38 @@ pub async fn assert_pg_requires_password(url: &str) {
         .await
         .unwrap();
     assert_eq!(one, 1);
+    c.close().await.unwrap();
+}
+
+/// Fails when no Docker engine answers (as every container test does in CI), unless the run opts
+/// out with EMU_SKIP_DOCKER=1 outside CI; false then, and the test says it skipped.
+pub async fn require_engine(test: &str) -> bool {
+    let required = std::env::var_os("CI").is_some()
+        || std::env::var("EMU_REQUIRE_DOCKER").as_deref() == Ok("1");
+    if !required && std::env::var("EMU_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: EMU_SKIP_DOCKER=1 (no Docker test ran)");
+        return false;
+    }
+    if let Err(e) = emulator::backends::docker::engine().await {
+        panic!("{test} needs a Docker engine: {e}\nStart one: eval \"$(bash scripts/docker-engine.sh)\" && bash scripts/docker-images.sh");
+    }
+    true
+}
+
+/// After emu gave a cluster new passwords: the app URL and the superuser (`superuser_password`)
+/// both require them, and the table `old` made before is still there.
+pub async fn assert_new_passwords_keep_old_data(url: &str, superuser_password: &str) {
+    use sqlx::Connection;
+    assert_pg_requires_password(url).await;
+    let mut admin = reqwest::Url::parse(url).unwrap();
+    admin.set_username("postgres").unwrap();
+    admin.set_password(Some(superuser_password)).unwrap();
+    assert_pg_requires_password(admin.as_str()).await;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM old")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the old table is still there");
     c.close().await.unwrap();
 }
